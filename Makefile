@@ -1,0 +1,32 @@
+# PGXS build of the pg_idempotency extension (C++17).
+# The C++ client, its tests and the demo are built by CMakeLists.txt instead.
+
+MODULE_big = pg_idempotency
+OBJS = $(patsubst %.cpp,%.o,$(wildcard extension/*.cpp))
+
+# The control file and scripts live in sql/, so install them as DATA
+# into share/extension ourselves rather than through EXTENSION.
+MODULEDIR = extension
+DATA = sql/pg_idempotency.control $(wildcard sql/pg_idempotency--*.sql)
+
+# Tests are found by wildcard: test/sql/*.sql and test/specs/*.spec.
+REGRESS = $(sort $(patsubst test/sql/%.sql,%,$(wildcard test/sql/*.sql)))
+REGRESS_OPTS = --inputdir=test --outputdir=test --dbname=idempotency_regress
+ISOLATION = $(sort $(patsubst test/specs/%.spec,%,$(wildcard test/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test --outputdir=test/isolation_output --dbname=idempotency_isolation
+
+# PostgreSQL headers are C and not warning-clean as C++: treat them as system
+# headers so -Werror applies to the project's own code only.
+PG_CONFIG ?= pg_config
+PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server)
+PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
+
+SHLIB_LINK = -lstdc++
+
+# No JIT bitcode for C++ sources (the server's clang step is not wanted here).
+override with_llvm = no
+
+EXTRA_CLEAN = test/results test/regression.diffs test/regression.out test/isolation_output
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

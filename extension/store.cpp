@@ -1,0 +1,226 @@
+#include "store.hpp"
+
+#include <array>
+#include <cstddef>
+
+#include "boundary.hpp"
+#include "pg_headers.hpp"
+
+namespace pgi::store {
+namespace {
+
+// SQL text. Operators are spelled OPERATOR(pg_catalog.x) because an unqualified
+// operator is looked up through the caller's search_path.
+#define EQ " OPERATOR(pg_catalog.=) "
+#define LE " OPERATOR(pg_catalog.<=) "
+#define GT " OPERATOR(pg_catalog.>) "
+#define KEY_IS " k.scope" EQ "$1 AND k.key" EQ "$2 "
+#define IN_PROGRESS "'in_progress'::idempotency.state"
+#define COMPLETED "'completed'::idempotency.state"
+
+enum class Statement : std::size_t { Read, Claim, Complete, Checkpoint, Release, Lookup, Sweep, kCount };
+
+struct StatementText {
+  const char* sql;
+  int nargs;
+  std::array<Oid, 7> argtypes;
+};
+
+const StatementText kStatements[] = {
+    // Read
+    {"SELECT k.fingerprint, k.state" EQ COMPLETED ", k.token, k.attempt, k.recovery_point, k.expires_at,"
+     " k.locked_until, k.response_status, k.response_headers, k.response_body"
+     " FROM idempotency.keys AS k WHERE" KEY_IS,
+     2,
+     {TEXTOID, TEXTOID}},
+    // Claim: $3 fingerprint, $4 token, $5 now, $6 expires_at, $7 locked_until
+    {"INSERT INTO idempotency.keys AS k (scope, key, fingerprint, state, token, attempt, recovery_point,"
+     " locked_until, created_at, completed_at, expires_at, response_status, response_headers, response_body)"
+     " VALUES ($1, $2, $3, " IN_PROGRESS ", $4, 1, NULL, $7, $5, NULL, $6, NULL, NULL, NULL)"
+     " ON CONFLICT (scope, key) DO UPDATE SET"
+     "  fingerprint = CASE WHEN k.expires_at" LE "$5 THEN $3 ELSE COALESCE(k.fingerprint, $3) END,"
+     "  state = " IN_PROGRESS ", token = $4,"
+     "  attempt = CASE WHEN k.expires_at" LE "$5 THEN 1 ELSE k.attempt OPERATOR(pg_catalog.+) 1 END,"
+     "  recovery_point = CASE WHEN k.expires_at" LE "$5 THEN NULL ELSE k.recovery_point END,"
+     "  locked_until = $7,"
+     "  created_at = CASE WHEN k.expires_at" LE "$5 THEN $5 ELSE k.created_at END,"
+     "  completed_at = NULL,"
+     "  expires_at = CASE WHEN k.expires_at" LE "$5 THEN $6 ELSE k.expires_at END,"
+     "  response_status = NULL, response_headers = NULL, response_body = NULL"
+     " WHERE k.expires_at" LE "$5"
+     "    OR (k.state" EQ IN_PROGRESS " AND k.locked_until" LE "$5"
+     "        AND (k.fingerprint IS NULL OR $3 IS NULL OR k.fingerprint" EQ "$3))"
+     " RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until",
+     7,
+     {TEXTOID, TEXTOID, BYTEAOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}},
+    // Complete: $3 token, $4 now, $5 status, $6 body, $7 headers. Touches no
+    // indexed column, so it is a HOT update.
+    {"UPDATE idempotency.keys AS k SET state = " COMPLETED ", completed_at = $4, locked_until = NULL,"
+     " response_status = $5, response_body = $6, response_headers = $7"
+     " WHERE" KEY_IS "AND k.token" EQ "$3 AND k.state" EQ IN_PROGRESS " AND k.expires_at" GT "$4",
+     7,
+     {TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID, INT4OID, BYTEAOID, JSONBOID}},
+    // Checkpoint: $3 token, $4 now, $5 recovery point, $6 locked_until
+    {"UPDATE idempotency.keys AS k SET recovery_point = $5, locked_until = $6"
+     " WHERE" KEY_IS "AND k.token" EQ "$3 AND k.state" EQ IN_PROGRESS " AND k.expires_at" GT "$4",
+     6,
+     {TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID}},
+    // Release: $3 token, $4 now
+    {"DELETE FROM idempotency.keys AS k"
+     " WHERE" KEY_IS "AND k.token" EQ "$3 AND k.state" EQ IN_PROGRESS " AND k.expires_at" GT "$4",
+     4,
+     {TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID}},
+    // Lookup: $3 now
+    {"SELECT k FROM idempotency.keys AS k WHERE" KEY_IS "AND k.expires_at" GT "$3", 3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}},
+    // Sweep: $1 now, $2 limit. Rows are picked through the expires_at index and
+    // locked with SKIP LOCKED, so a row a claim is working on is left alone
+    // and nobody waits on the sweep's choice; deleted by ctid (a TID scan).
+    {"DELETE FROM idempotency.keys WHERE ctid" EQ "ANY (ARRAY("
+     "  SELECT e.ctid FROM idempotency.keys AS e"
+     "  WHERE e.expires_at" LE "$1"
+     "    AND (e.state OPERATOR(pg_catalog.<>) " IN_PROGRESS " OR e.locked_until IS NULL OR e.locked_until" LE "$1)"
+     "  ORDER BY e.expires_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
+     2,
+     {TIMESTAMPTZOID, INT8OID}},
+};
+static_assert(sizeof kStatements / sizeof kStatements[0] == static_cast<std::size_t>(Statement::kCount));
+
+SPIPlanPtr plans[static_cast<std::size_t>(Statement::kCount)] = {};
+
+// Runs a statement; returns SPI's result code. Call only inside PgCall.
+int Execute(Statement which, Datum* values, const char* nulls, long max_rows) {
+  const auto index = static_cast<std::size_t>(which);
+  if (plans[index] == nullptr) {
+    const StatementText& text = kStatements[index];
+    SPIPlanPtr plan = SPI_prepare(text.sql, text.nargs, const_cast<Oid*>(text.argtypes.data()));
+    if (plan == nullptr) elog(ERROR, "pg_idempotency: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+    if (SPI_keepplan(plan) != 0) elog(ERROR, "pg_idempotency: SPI_keepplan failed");
+    plans[index] = plan;
+  }
+  const int rc = SPI_execute_plan(plans[index], values, nulls, false, max_rows);
+  if (rc < 0) elog(ERROR, "pg_idempotency: statement failed: %s", SPI_result_code_string(rc));
+  return rc;
+}
+
+Datum GetColumn(int column, bool* isnull) {
+  return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, column, isnull);
+}
+
+char NullFlag(const void* p) { return p == nullptr ? 'n' : ' '; }
+
+}  // namespace
+
+void Connect() {
+  PgCall([] {
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "pg_idempotency: SPI_connect failed");
+  });
+}
+
+void Disconnect() { PgCall([] { SPI_finish(); }); }
+
+KeyRow Read(const args::KeyRef& key) {
+  return PgCall([&] {
+    KeyRow row{};
+    Datum values[] = {PointerGetDatum(key.scope), PointerGetDatum(key.key)};
+    Execute(Statement::Read, values, nullptr, 1);
+    if (SPI_processed == 0) return row;
+    bool isnull = false;
+    row.found = true;
+    Datum d = GetColumn(1, &isnull);
+    row.fingerprint = isnull ? nullptr : DatumGetByteaPP(d);
+    row.completed = DatumGetBool(GetColumn(2, &isnull));
+    row.token = DatumGetInt64(GetColumn(3, &isnull));
+    row.attempt = DatumGetInt32(GetColumn(4, &isnull));
+    d = GetColumn(5, &isnull);
+    row.recovery_point = isnull ? nullptr : DatumGetTextPP(d);
+    row.expires_at = DatumGetTimestampTz(GetColumn(6, &isnull));
+    d = GetColumn(7, &isnull);
+    row.has_locked_until = !isnull;
+    row.locked_until = isnull ? 0 : DatumGetTimestampTz(d);
+    d = GetColumn(8, &isnull);
+    row.has_response_status = !isnull;
+    row.response_status = isnull ? 0 : DatumGetInt32(d);
+    d = GetColumn(9, &isnull);
+    row.response_headers = isnull ? 0 : d;
+    d = GetColumn(10, &isnull);
+    row.response_body = isnull ? 0 : d;
+    return row;
+  });
+}
+
+ClaimedRow Claim(const args::KeyRef& key, const NewClaim& claim) {
+  return PgCall([&] {
+    ClaimedRow result{};
+    Datum values[] = {PointerGetDatum(key.scope),         PointerGetDatum(key.key),
+                      PointerGetDatum(claim.fingerprint), Int64GetDatum(claim.token),
+                      TimestampTzGetDatum(claim.now),     TimestampTzGetDatum(claim.expires_at),
+                      TimestampTzGetDatum(claim.locked_until)};
+    const char nulls[] = {' ', ' ', NullFlag(claim.fingerprint), ' ', ' ', ' ', ' ', '\0'};
+    Execute(Statement::Claim, values, nulls, 1);
+    if (SPI_processed == 0) return result;
+    bool isnull = false;
+    result.claimed = true;
+    result.attempt = DatumGetInt32(GetColumn(1, &isnull));
+    Datum d = GetColumn(2, &isnull);
+    result.recovery_point = isnull ? nullptr : DatumGetTextPP(d);
+    result.expires_at = DatumGetTimestampTz(GetColumn(3, &isnull));
+    result.locked_until = DatumGetTimestampTz(GetColumn(4, &isnull));
+    return result;
+  });
+}
+
+bool Complete(const args::KeyRef& key, int64 token, TimestampTz now, const Response& response) {
+  return PgCall([&] {
+    Datum values[] = {PointerGetDatum(key.scope),    PointerGetDatum(key.key),
+                      Int64GetDatum(token),          TimestampTzGetDatum(now),
+                      Int32GetDatum(response.status), PointerGetDatum(response.body),
+                      PointerGetDatum(response.headers)};
+    const char nulls[] = {' ', ' ', ' ', ' ', ' ', NullFlag(response.body), NullFlag(response.headers), '\0'};
+    Execute(Statement::Complete, values, nulls, 0);
+    return SPI_processed > 0;
+  });
+}
+
+bool Checkpoint(const args::KeyRef& key, int64 token, TimestampTz now, text* recovery_point,
+                TimestampTz locked_until) {
+  return PgCall([&] {
+    Datum values[] = {PointerGetDatum(key.scope), PointerGetDatum(key.key),      Int64GetDatum(token),
+                      TimestampTzGetDatum(now),   PointerGetDatum(recovery_point), TimestampTzGetDatum(locked_until)};
+    const char nulls[] = {' ', ' ', ' ', ' ', NullFlag(recovery_point), ' ', '\0'};
+    Execute(Statement::Checkpoint, values, nulls, 0);
+    return SPI_processed > 0;
+  });
+}
+
+bool Release(const args::KeyRef& key, int64 token, TimestampTz now) {
+  return PgCall([&] {
+    Datum values[] = {PointerGetDatum(key.scope), PointerGetDatum(key.key), Int64GetDatum(token),
+                      TimestampTzGetDatum(now)};
+    Execute(Statement::Release, values, nullptr, 0);
+    return SPI_processed > 0;
+  });
+}
+
+Datum LookupLive(const args::KeyRef& key, TimestampTz now, MemoryContext into) {
+  return PgCall([&] {
+    Datum values[] = {PointerGetDatum(key.scope), PointerGetDatum(key.key), TimestampTzGetDatum(now)};
+    Execute(Statement::Lookup, values, nullptr, 1);
+    if (SPI_processed == 0) return Datum(0);
+    bool isnull = false;
+    Datum row = GetColumn(1, &isnull);
+    MemoryContext previous = MemoryContextSwitchTo(into);
+    Datum copy = PointerGetDatum(DatumGetHeapTupleHeaderCopy(row));  // flattens any TOAST pointers
+    MemoryContextSwitchTo(previous);
+    return copy;
+  });
+}
+
+uint64 SweepExpired(TimestampTz now, int64 limit) {
+  return PgCall([&] {
+    Datum values[] = {TimestampTzGetDatum(now), Int64GetDatum(limit)};
+    Execute(Statement::Sweep, values, nullptr, 0);
+    return static_cast<uint64>(SPI_processed);
+  });
+}
+
+}  // namespace pgi::store

@@ -1,0 +1,85 @@
+// Every statement run against idempotency.keys.
+//
+// Each is prepared once per backend and kept (SPI_keepplan). The plan cache
+// re-analyses a kept plan after DROP/CREATE EXTENSION, so the plans follow the
+// new table. All names and operators are schema-qualified, so a caller's
+// search_path cannot redirect them; statements run with the caller's rights,
+// so privileges and row-level security apply as to any query.
+//
+// All functions here must run between Connect() and Disconnect(); pointers
+// they return live in SPI memory until Disconnect().
+#pragma once
+
+#include "args.hpp"
+#include "pg_headers.hpp"
+
+namespace pgi::store {
+
+// One row of idempotency.keys as read back. Trivially copyable.
+struct KeyRow {
+  bool found;
+  bool completed;
+  int64 token;
+  int32 attempt;
+  bytea* fingerprint;     // nullptr = NULL
+  text* recovery_point;   // nullptr = NULL
+  TimestampTz expires_at;
+  bool has_locked_until;
+  TimestampTz locked_until;
+  bool has_response_status;
+  int32 response_status;
+  Datum response_headers;  // jsonb; 0 = NULL
+  Datum response_body;     // bytea; 0 = NULL
+};
+
+// What a successful claim wrote.
+struct ClaimedRow {
+  bool claimed;  // false: the key is live and not ours to take
+  int32 attempt;
+  text* recovery_point;
+  TimestampTz expires_at;
+  TimestampTz locked_until;
+};
+
+struct NewClaim {
+  bytea* fingerprint;  // may be nullptr
+  int64 token;
+  TimestampTz now;
+  TimestampTz expires_at;    // used when the row is new or expired
+  TimestampTz locked_until;  // the lease's end
+};
+
+struct Response {
+  int32 status;
+  bytea* body;     // may be nullptr
+  Jsonb* headers;  // may be nullptr
+};
+
+void Connect();
+void Disconnect();
+
+// The key's row whatever its state or expiry; found = false when none is visible.
+KeyRow Read(const args::KeyRef& key);
+
+// Inserts the key, or takes over an expired row or an in_progress row whose
+// lease is over (fingerprint permitting), in one statement.
+ClaimedRow Claim(const args::KeyRef& key, const NewClaim& claim);
+
+// Completes the in_progress, unexpired key held by token. False if no such row.
+bool Complete(const args::KeyRef& key, int64 token, TimestampTz now, const Response& response);
+
+// Sets recovery point and lease end of the key held by token. False if no such row.
+bool Checkpoint(const args::KeyRef& key, int64 token, TimestampTz now, text* recovery_point,
+                TimestampTz locked_until);
+
+// Deletes the in_progress, unexpired key held by token. False if no such row.
+bool Release(const args::KeyRef& key, int64 token, TimestampTz now);
+
+// The live row as an idempotency.keys composite Datum copied into `into`; 0 if none.
+Datum LookupLive(const args::KeyRef& key, TimestampTz now, MemoryContext into);
+
+// Deletes up to limit expired rows (never a leased in_progress one), skipping
+// rows locked by others. Returns how many. The one place the sweep lives.
+uint64 SweepExpired(TimestampTz now, int64 limit);
+
+}  // namespace pgi::store
