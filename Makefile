@@ -11,9 +11,9 @@ DATA = sql/pg_idempotency.control $(wildcard sql/pg_idempotency--*.sql)
 
 # Tests are found by wildcard: test/sql/*.sql and test/specs/*.spec.
 REGRESS = $(sort $(patsubst test/sql/%.sql,%,$(wildcard test/sql/*.sql)))
-REGRESS_OPTS = --inputdir=test --outputdir=test --dbname=idempotency_regress
+REGRESS_OPTS = --inputdir=test --outputdir=test
 ISOLATION = $(sort $(patsubst test/specs/%.spec,%,$(wildcard test/specs/*.spec)))
-ISOLATION_OPTS = --inputdir=test --outputdir=test/isolation_output --dbname=idempotency_isolation
+ISOLATION_OPTS = --inputdir=test --outputdir=test/isolation_output
 
 # PostgreSQL headers are C and not warning-clean as C++: treat them as system
 # headers so -Werror applies to the project's own code only.

@@ -184,9 +184,11 @@ Datum Claim(FunctionCallInfo fcinfo) {
     why = "No such key exists (never claimed, released, or swept).";
   else if (row.expires_at <= now)
     why = "The key has expired.";
+  else if (row.token != token && row.completed)
+    why = "Another holder completed the key.";
   else if (row.token != token)
-    why = "The key is held by another claim now (attempt " + std::to_string(row.attempt) +
-          "): this holder's lease ran out and the key was taken over.";
+    why = "Another claim holds the key (attempt " + std::to_string(row.attempt) +
+          "); a holder whose lease ran out loses the key to the next claim.";
   else
     why = "The key is already completed.";
   throw Error(ERRCODE_TOKEN_NOT_HOLDER,

@@ -52,7 +52,7 @@ build_and_install() {
   fi
 }
 
-# start_cluster VAR_PREFIX [extra postgresql.conf lines...]
+# start_cluster [extra postgresql.conf lines...]
 # Creates a cluster in a fresh temp dir, owned by postgres, on a free private
 # port with its socket in that dir, with pg_idempotency preloaded. Exports
 # PGHOST, PGPORT, PGUSER, PGDATA_DIR, CLUSTER_DIR. stop_cluster undoes it.
@@ -71,7 +71,6 @@ unix_socket_directories = '$CLUSTER_DIR'
 shared_preload_libraries = 'pg_idempotency'
 fsync = off
 max_connections = 100
-idempotency.sweep_interval = '1s'
 CONF
   for line in "$@"; do echo "$line" >>"$PGDATA_DIR/postgresql.conf"; done
   runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$CLUSTER_DIR/server.log" -w -t 60 start >/dev/null
