@@ -10,7 +10,7 @@ SELECT outcome FROM idempotency.claim('dump', 'open');
 SELECT current_database() AS regress_db \gset
 \setenv REGRESS_DB :regress_db
 \! pg_dump --format=custom --file=test/results/07_dump_restore.dump "$REGRESS_DB" 2>&1
-\! dropdb --if-exists idempotency_restored 2>&1
+\! dropdb --if-exists idempotency_restored >/dev/null 2>&1
 \! createdb idempotency_restored 2>&1
 \! pg_restore --exit-on-error --dbname=idempotency_restored test/results/07_dump_restore.dump 2>&1
 \c idempotency_restored
