@@ -1,0 +1,184 @@
+// <idempotency/client.hpp> — the C++ client of the pg_idempotency extension.
+//
+// A thin layer over libpq (and nothing else). One Client wraps one connection:
+//   Client c("host=... dbname=...");   // owns its connection
+//   Client c(pgconn);                  // borrows the caller's PGconn*: every call
+//                                      // runs inside the caller's transaction
+// A Client is not thread-safe (neither is a PGconn): use one per thread.
+//
+// Every SQL error comes back as idempotency::Error carrying the SQLSTATE
+// (IK001, IK002, 22023, 54000, ...). A connection that is lost or cannot be
+// made is an Error too (sqlstate "08006" / "08001"), never an outcome.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+// libpq's connection handle; include <libpq-fe.h> to use it directly.
+typedef struct pg_conn PGconn;
+
+namespace idempotency {
+
+using Clock = std::chrono::system_clock;
+using TimePoint = Clock::time_point;
+
+enum class Outcome { Claimed, Replay, InProgress, Mismatch };
+
+// "claimed", "replay", "in_progress", "mismatch" (the SQL enum labels).
+const char* to_string(Outcome) noexcept;
+
+// A stored (or new) result. body holds raw bytes (NULs allowed).
+// headers_json is a JSON object as text; empty means "no headers" (SQL NULL).
+struct Response {
+  int status = 0;
+  std::string body;
+  std::string headers_json;
+};
+
+struct ClaimOptions {
+  std::optional<std::string> fingerprint;  // raw digest bytes (at most 64)
+  std::optional<std::chrono::milliseconds> ttl, lease, wait;  // unset: the server's defaults, wait 0
+};
+
+struct ClaimResult {
+  Outcome outcome = Outcome::InProgress;
+  std::optional<std::int64_t> token;           // set when Claimed
+  int attempt = 0;                             // 1 = fresh claim, >1 = takeover (0 if not Claimed)
+  std::optional<std::string> recovery_point;   // kept across takeovers
+  std::optional<Response> response;            // Replay: the stored one; execute() Claimed: the new one
+  // Added members.
+  std::optional<TimePoint> expires_at;
+  std::optional<TimePoint> locked_until;       // lease end (Claimed / InProgress when known)
+
+  bool claimed() const noexcept { return outcome == Outcome::Claimed; }
+  bool replayed() const noexcept { return outcome == Outcome::Replay; }
+};
+
+enum class KeyState { InProgress, Completed };
+
+// One row of idempotency.keys, as returned by lookup().
+struct KeyRecord {
+  std::string scope, key;
+  std::optional<std::string> fingerprint;
+  KeyState state = KeyState::InProgress;
+  std::int64_t token = 0;
+  int attempt = 0;
+  std::optional<std::string> recovery_point;
+  std::optional<TimePoint> locked_until, created_at, completed_at, expires_at;
+  std::optional<Response> response;            // set once completed
+};
+
+class Error : public std::runtime_error {
+ public:
+  Error(std::string sqlstate, const std::string& message)
+      : std::runtime_error(message), sqlstate_(std::move(sqlstate)) {}
+  const std::string& sqlstate() const noexcept { return sqlstate_; }
+  // Class 08: the connection is gone or could not be made; nothing about the
+  // key can be concluded, retry on a new connection.
+  bool connection_error() const noexcept { return sqlstate_.rfind("08", 0) == 0; }
+
+ private:
+  std::string sqlstate_;
+};
+
+// The handler of execute(): runs inside the transaction that holds the key,
+// on this connection, so its writes commit or roll back with the key.
+using Handler = std::function<Response(PGconn*)>;
+
+class Client {
+ public:
+  explicit Client(const std::string& conninfo);  // owns its connection
+  explicit Client(PGconn* borrowed);             // joins the caller's transaction
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+  Client(Client&&) noexcept;
+  Client& operator=(Client&&) noexcept;
+
+  ClaimResult claim(std::string_view scope, std::string_view key, const ClaimOptions& = {});
+  bool finish(std::string_view scope, std::string_view key, std::int64_t token, const Response&);
+  // Records progress and renews the lease; returns the new locked_until.
+  TimePoint checkpoint(std::string_view scope, std::string_view key, std::int64_t token,
+                       std::string_view recovery_point,
+                       std::optional<std::chrono::milliseconds> lease = std::nullopt);
+  bool release(std::string_view scope, std::string_view key, std::int64_t token);
+  std::optional<KeyRecord> lookup(std::string_view scope, std::string_view key);
+  std::int64_t sweep(std::optional<int> batch_size = std::nullopt);
+  // idempotency.fingerprint(request::jsonb): SHA-256 of the canonical JSON
+  // (key order and white space do not matter). Malformed JSON: Error 22P02.
+  std::string fingerprint(std::string_view request_json);
+  // claim() with the fingerprint computed by the server from request_json in
+  // the same round trip (options.fingerprint is ignored).
+  ClaimResult claim_json(std::string_view scope, std::string_view key, std::string_view request_json,
+                         const ClaimOptions& = {});
+
+  // claim -> handler -> finish in one transaction; returns the new response
+  // (outcome Claimed), the stored one (Replay), or InProgress / Mismatch
+  // without running the handler. If the handler (or finish) throws, the work
+  // and the claim are rolled back and the exception is rethrown.
+  //
+  // Transactions: with no transaction open on the connection (always the case
+  // for an owning Client used only through this API), execute runs
+  // BEGIN ... COMMIT itself. If the (borrowed) connection is already inside a
+  // transaction block, execute joins it under a SAVEPOINT: a throwing handler
+  // rolls back to the savepoint (the key is free again, the caller's earlier
+  // work stays) and the caller's COMMIT makes the key and the work durable.
+  // A connection in a failed transaction is refused with Error 25P02.
+  ClaimResult execute(std::string_view scope, std::string_view key,
+                      std::optional<std::string> fingerprint, const Handler& handler);
+  ClaimResult execute(std::string_view scope, std::string_view key, const ClaimOptions& options,
+                      const Handler& handler);
+  // execute() fingerprinting a JSON request on the server (see claim_json).
+  ClaimResult execute_json(std::string_view scope, std::string_view key, std::string_view request_json,
+                           const Handler& handler, const ClaimOptions& options = {});
+
+  PGconn* connection() const noexcept { return conn_; }
+  bool owns_connection() const noexcept { return owned_; }
+
+ private:
+  PGconn* conn_ = nullptr;
+  bool owned_ = false;
+  bool checked_existing_ = false;  // borrowed: looked in pg_prepared_statements
+  unsigned prepared_ = 0;          // bit i: statement i is prepared on conn_
+  friend struct Detail;
+  ClaimResult claim_impl(std::string_view scope, std::string_view key, const ClaimOptions&,
+                         const std::string_view* request_json);
+  ClaimResult execute_impl(std::string_view scope, std::string_view key, const ClaimOptions&,
+                           const std::string_view* request_json, const Handler& handler);
+};
+
+// ---- HTTP mapping -------------------------------------------------------
+// What an HTTP endpoint honouring Idempotency-Key should answer.
+struct HttpReply {
+  int status = 0;
+  std::string body;                                          // raw bytes
+  std::vector<std::pair<std::string, std::string>> headers;  // stored headers + markers
+};
+
+// Claimed (from execute) -> the new response; Replay -> the stored status and
+// body byte for byte plus "Idempotent-Replayed: true"; InProgress -> 409 with
+// "Retry-After" (seconds until locked_until, at least 1); Mismatch -> 422.
+// The stored headers_json (a flat JSON object) becomes headers.
+// Error bodies are JSON {"error": "<code>", "message": "<text>"}.
+HttpReply to_http(const ClaimResult& result, TimePoint now = Clock::now());
+// 400 for a request without a (valid) Idempotency-Key.
+HttpReply missing_key_reply();
+// 400 for any other bad request, with the given code and message.
+HttpReply error_reply(int status, std::string_view code, std::string_view message);
+// Checks an Idempotency-Key header value: 1-255 bytes.
+bool valid_key(std::string_view key) noexcept;
+// Parses a flat JSON object of scalars into (name, value) pairs; string values
+// are unescaped, other scalars are kept as written. Throws Error 22P02 on
+// anything else.
+std::vector<std::pair<std::string, std::string>> parse_headers_json(std::string_view json);
+// Escapes s as a JSON string literal (with the quotes).
+std::string json_quote(std::string_view s);
+
+}  // namespace idempotency

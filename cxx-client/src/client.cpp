@@ -1,0 +1,466 @@
+// The C++ client of pg_idempotency: libpq, prepared statements, binary
+// parameters and results.
+#include "idempotency/client.hpp"
+
+#include <libpq-fe.h>
+
+#include <cstring>
+#include <memory>
+
+namespace idempotency {
+
+namespace {
+
+// Type OIDs (fixed in PostgreSQL's catalog).
+constexpr Oid kBytea = 17, kInt8 = 20, kInt4 = 23, kText = 25, kJsonb = 3802,
+              kInterval = 1186;
+
+struct Statement {
+  const char* name;
+  const char* sql;
+  int nparams;
+  Oid types[6];
+};
+
+// Result columns are plain types (the enums as text) so that the cached plans
+// keep their result types even if the extension is dropped and created again.
+constexpr const char* kClaimColumns =
+    "SELECT c.outcome::text, c.token, c.attempt, c.recovery_point, c.response_status, "
+    "c.response_headers, c.response_body, c.expires_at, c.locked_until FROM ";
+
+enum StatementId { kClaim, kClaimJson, kFinish, kCheckpoint, kRelease, kLookup, kSweep, kFingerprint, kCount };
+
+const std::string& claim_sql(bool json) {
+  static const std::string plain = std::string(kClaimColumns) +
+                                   "idempotency.claim($1, $2, $3, $4, $5, $6) AS c";
+  static const std::string with_json =
+      std::string(kClaimColumns) +
+      "idempotency.claim($1, $2, idempotency.fingerprint($3), $4, $5, $6) AS c";
+  return json ? with_json : plain;
+}
+
+const Statement& statement(StatementId id) {
+  static const Statement table[kCount] = {
+      {"idempotency_v1_claim", claim_sql(false).c_str(), 6,
+       {kText, kText, kBytea, kInterval, kInterval, kInterval}},
+      {"idempotency_v1_claim_json", claim_sql(true).c_str(), 6,
+       {kText, kText, kJsonb, kInterval, kInterval, kInterval}},
+      {"idempotency_v1_finish", "SELECT idempotency.finish($1, $2, $3, $4, $5, $6)", 6,
+       {kText, kText, kInt8, kInt4, kBytea, kJsonb}},
+      {"idempotency_v1_checkpoint", "SELECT idempotency.checkpoint($1, $2, $3, $4, $5)", 5,
+       {kText, kText, kInt8, kText, kInterval}},
+      {"idempotency_v1_release", "SELECT idempotency.release($1, $2, $3)", 3, {kText, kText, kInt8}},
+      {"idempotency_v1_lookup",
+       "SELECT k.scope, k.key, k.fingerprint, k.state::text, k.token, k.attempt, k.recovery_point, "
+       "k.locked_until, k.created_at, k.completed_at, k.expires_at, k.response_status, "
+       "k.response_headers, k.response_body FROM idempotency.lookup($1, $2) AS k",
+       2,
+       {kText, kText}},
+      {"idempotency_v1_sweep", "SELECT idempotency.sweep($1)", 1, {kInt4}},
+      {"idempotency_v1_fingerprint", "SELECT idempotency.fingerprint($1)", 1, {kJsonb}},
+  };
+  return table[id];
+}
+
+struct ResultDeleter {
+  void operator()(PGresult* r) const noexcept { PQclear(r); }
+};
+using Result = std::unique_ptr<PGresult, ResultDeleter>;
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+[[noreturn]] void throw_from(PGconn* conn, const PGresult* res, const char* what) {
+  std::string message;
+  if (res != nullptr) message = trim(PQresultErrorMessage(res));
+  if (message.empty() && conn != nullptr) message = trim(PQerrorMessage(conn));
+  if (message.empty()) message = std::string(what) + " failed";
+  const char* state = res != nullptr ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+  // A connection that is gone is reported as such, whatever the last result said.
+  if (conn == nullptr || PQstatus(conn) == CONNECTION_BAD) {
+    throw Error("08006", "idempotency: connection lost during " + std::string(what) + ": " + message);
+  }
+  throw Error(state != nullptr && *state != '\0' ? state : "XX000", message);
+}
+
+// ---- binary encoding -------------------------------------------------------
+void put_be(std::string& out, std::uint64_t v, int bytes) {
+  for (int i = bytes - 1; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+std::uint64_t get_be(const char* p, int bytes) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+// PostgreSQL timestamps count microseconds from 2000-01-01 00:00 UTC.
+constexpr std::int64_t kPgEpochUnixSeconds = 946684800;
+
+TimePoint decode_timestamptz(const char* p) {
+  auto us = static_cast<std::int64_t>(get_be(p, 8));
+  if (us == INT64_MAX) return TimePoint::max();
+  if (us == INT64_MIN) return TimePoint::min();
+  auto since_unix = std::chrono::microseconds(us) + std::chrono::seconds(kPgEpochUnixSeconds);
+  return TimePoint(std::chrono::duration_cast<Clock::duration>(since_unix));
+}
+
+// Parameters, all sent in binary format.
+class Params {
+ public:
+  explicit Params(int n) : values_(n), present_(n, false) {}
+  void text(int i, std::string_view s) { set(i, std::string(s)); }
+  void bytes(int i, const std::optional<std::string>& s) {
+    if (s) set(i, *s);
+  }
+  void int8(int i, std::int64_t v) {
+    std::string b;
+    put_be(b, static_cast<std::uint64_t>(v), 8);
+    set(i, std::move(b));
+  }
+  void int4(int i, std::int32_t v) {
+    std::string b;
+    put_be(b, static_cast<std::uint32_t>(v), 4);
+    set(i, std::move(b));
+  }
+  void jsonb(int i, std::string_view json) {
+    std::string b(1, '\x01');  // jsonb binary format version
+    b.append(json);
+    set(i, std::move(b));
+  }
+  void interval(int i, std::optional<std::chrono::milliseconds> ms) {
+    if (!ms) return;
+    std::string b;
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(*ms).count();
+    put_be(b, static_cast<std::uint64_t>(us), 8);  // time
+    put_be(b, 0, 4);                               // days
+    put_be(b, 0, 4);                               // months
+    set(i, std::move(b));
+  }
+
+  PGresult* exec(PGconn* conn, const char* name) {
+    const int n = static_cast<int>(values_.size());
+    std::vector<const char*> v(n);
+    std::vector<int> len(n), fmt(n, 1);
+    for (int i = 0; i < n; ++i) {
+      v[i] = present_[i] ? values_[i].data() : nullptr;
+      len[i] = static_cast<int>(values_[i].size());
+    }
+    return PQexecPrepared(conn, name, n, v.data(), len.data(), fmt.data(), 1);
+  }
+
+ private:
+  void set(int i, std::string v) {
+    values_[i] = std::move(v);
+    present_[i] = true;
+  }
+  std::vector<std::string> values_;
+  std::vector<bool> present_;
+};
+
+// ---- binary decoding of one result row ---------------------------------------
+struct Row {
+  const PGresult* res;
+  int row;
+  bool null(int c) const { return PQgetisnull(res, row, c) != 0; }
+  std::string bytes(int c) const { return std::string(PQgetvalue(res, row, c), PQgetlength(res, row, c)); }
+  std::optional<std::string> opt_bytes(int c) const {
+    if (null(c)) return std::nullopt;
+    return bytes(c);
+  }
+  std::int64_t int8(int c) const { return static_cast<std::int64_t>(get_be(PQgetvalue(res, row, c), 8)); }
+  std::int32_t int4(int c) const { return static_cast<std::int32_t>(get_be(PQgetvalue(res, row, c), 4)); }
+  bool boolean(int c) const { return PQgetvalue(res, row, c)[0] != 0; }
+  std::optional<TimePoint> time(int c) const {
+    if (null(c)) return std::nullopt;
+    return decode_timestamptz(PQgetvalue(res, row, c));
+  }
+  std::string jsonb(int c) const {  // version byte, then the text
+    if (null(c) || PQgetlength(res, row, c) < 1) return std::string();
+    return std::string(PQgetvalue(res, row, c) + 1, PQgetlength(res, row, c) - 1);
+  }
+};
+
+Outcome parse_outcome(const std::string& s) {
+  if (s == "claimed") return Outcome::Claimed;
+  if (s == "replay") return Outcome::Replay;
+  if (s == "in_progress") return Outcome::InProgress;
+  if (s == "mismatch") return Outcome::Mismatch;
+  throw Error("XX000", "idempotency: unknown claim outcome '" + s + "'");
+}
+
+}  // namespace
+
+// Private helpers with access to Client's members.
+struct Detail {
+  static void ensure_open(Client& c, const char* what) {
+    if (c.conn_ == nullptr) throw Error("08003", std::string("idempotency: ") + what + " on a moved-from Client");
+    if (PQstatus(c.conn_) == CONNECTION_BAD) {
+      throw Error("08006", std::string("idempotency: connection lost before ") + what + ": " +
+                               trim(PQerrorMessage(c.conn_)));
+    }
+  }
+
+  static void prepare(Client& c, StatementId id) {
+    const unsigned bit = 1u << id;
+    if (c.prepared_ & bit) return;
+    if (!c.owned_ && !c.checked_existing_) {
+      // Another Client may already have prepared them on this borrowed
+      // connection; preparing a name twice would fail the caller's transaction.
+      Result r(PQexecParams(c.conn_,
+                            "SELECT name FROM pg_catalog.pg_prepared_statements "
+                            "WHERE name LIKE 'idempotency\\_v1\\_%'",
+                            0, nullptr, nullptr, nullptr, nullptr, 0));
+      if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK) throw_from(c.conn_, r.get(), "prepare");
+      for (int i = 0; i < PQntuples(r.get()); ++i) {
+        const char* name = PQgetvalue(r.get(), i, 0);
+        for (int s = 0; s < kCount; ++s) {
+          if (std::strcmp(name, statement(static_cast<StatementId>(s)).name) == 0) c.prepared_ |= 1u << s;
+        }
+      }
+      c.checked_existing_ = true;
+      if (c.prepared_ & bit) return;
+    }
+    const Statement& s = statement(id);
+    Result r(PQprepare(c.conn_, s.name, s.sql, s.nparams, s.types));
+    if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) throw_from(c.conn_, r.get(), "prepare");
+    c.prepared_ |= bit;
+  }
+
+  static Result run(Client& c, StatementId id, Params& p, const char* what) {
+    ensure_open(c, what);
+    prepare(c, id);
+    Result r(p.exec(c.conn_, statement(id).name));
+    if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK) throw_from(c.conn_, r.get(), what);
+    if (PQntuples(r.get()) != 1) throw Error("XX000", std::string("idempotency: ") + what + " returned no row");
+    return r;
+  }
+
+  static void exec_simple(Client& c, const char* sql) {
+    ensure_open(c, sql);
+    Result r(PQexec(c.conn_, sql));
+    if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) throw_from(c.conn_, r.get(), sql);
+    // COMMIT of a transaction that failed reports ROLLBACK instead of an error.
+    if (std::strcmp(sql, "COMMIT") == 0 && std::strcmp(PQcmdStatus(r.get()), "ROLLBACK") == 0) {
+      throw Error("25P02", "idempotency: the transaction had failed and was rolled back at COMMIT");
+    }
+  }
+
+  // Best effort: undo what execute() began; errors here are swallowed since
+  // the original exception is what the caller must see.
+  static void undo(Client& c, bool own_tx) noexcept {
+    if (c.conn_ == nullptr || PQstatus(c.conn_) == CONNECTION_BAD) return;
+    if (PQtransactionStatus(c.conn_) == PQTRANS_IDLE) return;
+    const char* sql = own_tx ? "ROLLBACK" : "ROLLBACK TO SAVEPOINT idempotency_execute";
+    PGresult* r = PQexec(c.conn_, sql);
+    PQclear(r);
+    if (!own_tx) PQclear(PQexec(c.conn_, "RELEASE SAVEPOINT idempotency_execute"));
+  }
+};
+
+const char* to_string(Outcome o) noexcept {
+  switch (o) {
+    case Outcome::Claimed: return "claimed";
+    case Outcome::Replay: return "replay";
+    case Outcome::InProgress: return "in_progress";
+    case Outcome::Mismatch: return "mismatch";
+  }
+  return "unknown";
+}
+
+Client::Client(const std::string& conninfo) : owned_(true) {
+  conn_ = PQconnectdb(conninfo.c_str());
+  if (conn_ == nullptr) throw Error("08001", "idempotency: out of memory connecting");
+  if (PQstatus(conn_) != CONNECTION_OK) {
+    std::string msg = trim(PQerrorMessage(conn_));
+    PQfinish(conn_);
+    conn_ = nullptr;
+    throw Error("08001", "idempotency: could not connect: " + msg);
+  }
+}
+
+Client::Client(PGconn* borrowed) : conn_(borrowed), owned_(false) {
+  if (borrowed == nullptr) throw Error("08003", "idempotency: Client(PGconn*) given a null connection");
+}
+
+Client::~Client() {
+  if (owned_ && conn_ != nullptr) PQfinish(conn_);
+}
+
+Client::Client(Client&& o) noexcept
+    : conn_(o.conn_), owned_(o.owned_), checked_existing_(o.checked_existing_), prepared_(o.prepared_) {
+  o.conn_ = nullptr;
+  o.owned_ = false;
+}
+
+Client& Client::operator=(Client&& o) noexcept {
+  if (this != &o) {
+    if (owned_ && conn_ != nullptr) PQfinish(conn_);
+    conn_ = o.conn_;
+    owned_ = o.owned_;
+    checked_existing_ = o.checked_existing_;
+    prepared_ = o.prepared_;
+    o.conn_ = nullptr;
+    o.owned_ = false;
+  }
+  return *this;
+}
+
+ClaimResult Client::claim(std::string_view scope, std::string_view key, const ClaimOptions& opt) {
+  return claim_impl(scope, key, opt, nullptr);
+}
+
+ClaimResult Client::claim_json(std::string_view scope, std::string_view key, std::string_view request_json,
+                               const ClaimOptions& opt) {
+  return claim_impl(scope, key, opt, &request_json);
+}
+
+ClaimResult Client::claim_impl(std::string_view scope, std::string_view key, const ClaimOptions& opt,
+                               const std::string_view* request_json) {
+  const bool json = request_json != nullptr;
+  Params p(6);
+  p.text(0, scope);
+  p.text(1, key);
+  if (json) {
+    p.jsonb(2, *request_json);
+  } else {
+    p.bytes(2, opt.fingerprint);
+  }
+  p.interval(3, opt.ttl);
+  p.interval(4, opt.lease);
+  p.interval(5, opt.wait.value_or(std::chrono::milliseconds(0)));
+  Result r = Detail::run(*this, json ? kClaimJson : kClaim, p, "claim");
+  Row row{r.get(), 0};
+  ClaimResult out;
+  out.outcome = parse_outcome(row.bytes(0));
+  if (!row.null(1)) out.token = row.int8(1);
+  if (!row.null(2)) out.attempt = row.int4(2);
+  out.recovery_point = row.opt_bytes(3);
+  if (!row.null(4)) out.response = Response{row.int4(4), row.bytes(6), row.jsonb(5)};
+  out.expires_at = row.time(7);
+  out.locked_until = row.time(8);
+  return out;
+}
+
+bool Client::finish(std::string_view scope, std::string_view key, std::int64_t token, const Response& resp) {
+  Params p(6);
+  p.text(0, scope);
+  p.text(1, key);
+  p.int8(2, token);
+  p.int4(3, resp.status);
+  p.bytes(4, resp.body);
+  if (!resp.headers_json.empty()) p.jsonb(5, resp.headers_json);
+  Result r = Detail::run(*this, kFinish, p, "finish");
+  return Row{r.get(), 0}.boolean(0);
+}
+
+TimePoint Client::checkpoint(std::string_view scope, std::string_view key, std::int64_t token,
+                             std::string_view recovery_point, std::optional<std::chrono::milliseconds> lease) {
+  Params p(5);
+  p.text(0, scope);
+  p.text(1, key);
+  p.int8(2, token);
+  p.text(3, recovery_point);
+  p.interval(4, lease);
+  Result r = Detail::run(*this, kCheckpoint, p, "checkpoint");
+  auto t = Row{r.get(), 0}.time(0);
+  if (!t) throw Error("XX000", "idempotency: checkpoint returned NULL");
+  return *t;
+}
+
+bool Client::release(std::string_view scope, std::string_view key, std::int64_t token) {
+  Params p(3);
+  p.text(0, scope);
+  p.text(1, key);
+  p.int8(2, token);
+  Result r = Detail::run(*this, kRelease, p, "release");
+  return Row{r.get(), 0}.boolean(0);
+}
+
+std::optional<KeyRecord> Client::lookup(std::string_view scope, std::string_view key) {
+  Params p(2);
+  p.text(0, scope);
+  p.text(1, key);
+  Result r = Detail::run(*this, kLookup, p, "lookup");
+  Row row{r.get(), 0};
+  if (row.null(0)) return std::nullopt;  // lookup() returned NULL: absent or expired
+  KeyRecord k;
+  k.scope = row.bytes(0);
+  k.key = row.bytes(1);
+  k.fingerprint = row.opt_bytes(2);
+  k.state = row.bytes(3) == "completed" ? KeyState::Completed : KeyState::InProgress;
+  k.token = row.null(4) ? 0 : row.int8(4);
+  k.attempt = row.null(5) ? 0 : row.int4(5);
+  k.recovery_point = row.opt_bytes(6);
+  k.locked_until = row.time(7);
+  k.created_at = row.time(8);
+  k.completed_at = row.time(9);
+  k.expires_at = row.time(10);
+  if (!row.null(11)) k.response = Response{row.int4(11), row.bytes(13), row.jsonb(12)};
+  return k;
+}
+
+std::int64_t Client::sweep(std::optional<int> batch_size) {
+  Params p(1);
+  if (batch_size) p.int4(0, *batch_size);
+  Result r = Detail::run(*this, kSweep, p, "sweep");
+  Row row{r.get(), 0};
+  return row.null(0) ? 0 : row.int8(0);
+}
+
+std::string Client::fingerprint(std::string_view request_json) {
+  Params p(1);
+  p.jsonb(0, request_json);
+  Result r = Detail::run(*this, kFingerprint, p, "fingerprint");
+  return Row{r.get(), 0}.bytes(0);
+}
+
+ClaimResult Client::execute(std::string_view scope, std::string_view key, std::optional<std::string> fingerprint,
+                            const Handler& handler) {
+  ClaimOptions o;
+  o.fingerprint = std::move(fingerprint);
+  return execute(scope, key, o, handler);
+}
+
+ClaimResult Client::execute(std::string_view scope, std::string_view key, const ClaimOptions& options,
+                            const Handler& handler) {
+  return execute_impl(scope, key, options, nullptr, handler);
+}
+
+ClaimResult Client::execute_json(std::string_view scope, std::string_view key, std::string_view request_json,
+                                 const Handler& handler, const ClaimOptions& options) {
+  return execute_impl(scope, key, options, &request_json, handler);
+}
+
+ClaimResult Client::execute_impl(std::string_view scope, std::string_view key, const ClaimOptions& options,
+                                 const std::string_view* request_json, const Handler& handler) {
+  Detail::ensure_open(*this, "execute");
+  bool own_tx = false;
+  switch (PQtransactionStatus(conn_)) {
+    case PQTRANS_IDLE: own_tx = true; break;
+    case PQTRANS_INTRANS: own_tx = false; break;
+    case PQTRANS_INERROR:
+      throw Error("25P02", "idempotency: execute() on a connection whose transaction has failed; roll it back first");
+    case PQTRANS_ACTIVE:
+      throw Error("25000", "idempotency: execute() while a command is still in progress on the connection");
+    default:
+      throw Error("08006", "idempotency: connection lost before execute()");
+  }
+  Detail::exec_simple(*this, own_tx ? "BEGIN" : "SAVEPOINT idempotency_execute");
+  try {
+    ClaimResult r = claim_impl(scope, key, options, request_json);
+    if (r.outcome == Outcome::Claimed) {
+      Response resp = handler(conn_);
+      finish(scope, key, *r.token, resp);
+      r.response = std::move(resp);
+    }
+    Detail::exec_simple(*this, own_tx ? "COMMIT" : "RELEASE SAVEPOINT idempotency_execute");
+    return r;
+  } catch (...) {
+    Detail::undo(*this, own_tx);
+    throw;
+  }
+}
+
+}  // namespace idempotency
