@@ -5,10 +5,25 @@
 #include "boundary.hpp"
 #include "pg_headers.hpp"
 
+extern "C" {
+#include "mb/pg_wchar.h"
+}
+
 namespace pgi::args {
 namespace {
 
+constexpr int kQuotedBytes = 64;  // how much of a long scope/key a message quotes
+
 std::string TextToString(const text* t) { return std::string(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)); }
+
+// At most max_bytes of t, cut at a character boundary: a message must stay
+// valid in the database encoding even when it quotes a long multibyte key.
+std::string Clip(const text* t, int max_bytes) {
+  const int bytes = VARSIZE_ANY_EXHDR(t);
+  if (bytes <= max_bytes) return TextToString(t);
+  const int keep = PgCall([&] { return pg_mbcliplen(VARDATA_ANY(t), bytes, max_bytes); });
+  return std::string(VARDATA_ANY(t), keep);
+}
 
 // Detoasts argument argno (a varlena) inside PgCall.
 struct varlena* Detoast(FunctionCallInfo fcinfo, int argno) {
@@ -34,15 +49,24 @@ std::string Describe(const KeyRef& key) {
 }
 
 KeyRef Key(FunctionCallInfo fcinfo) {
-  if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+  if (PG_ARGISNULL(0) || PG_ARGISNULL(1)) {
+    // Name whichever of the two was given.
+    std::string detail;
+    if (!PG_ARGISNULL(1))
+      detail = "The key is \"" + Clip(reinterpret_cast<text*>(Detoast(fcinfo, 1)), kQuotedBytes) + "\".";
+    else if (!PG_ARGISNULL(0))
+      detail = "The scope is \"" + Clip(reinterpret_cast<text*>(Detoast(fcinfo, 0)), kQuotedBytes) + "\".";
     throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED,
-                std::string("idempotency ") + (PG_ARGISNULL(0) ? "scope" : "key") + " must not be NULL", {},
+                std::string("idempotency ") + (PG_ARGISNULL(0) ? "scope" : "key") + " must not be NULL", detail,
                 "Pass the scope (tenant, user or endpoint) and the client's idempotency key.");
+  }
   KeyRef ref{reinterpret_cast<text*>(Detoast(fcinfo, 0)), reinterpret_cast<text*>(Detoast(fcinfo, 1))};
-  CheckLength(ref.scope, "scope", "The scope is \"" + TextToString(ref.scope).substr(0, 64) + "\".");
+  CheckLength(ref.scope, "scope",
+              "The scope is \"" + Clip(ref.scope, kQuotedBytes) + "\" (key \"" + Clip(ref.key, kQuotedBytes) +
+                  "\").");
   CheckLength(ref.key, "key",
-              "The key is \"" + TextToString(ref.key).substr(0, 64) + "\" in scope \"" +
-                  TextToString(ref.scope).substr(0, 64) + "\".");
+              "The key is \"" + Clip(ref.key, kQuotedBytes) + "\" in scope \"" + Clip(ref.scope, kQuotedBytes) +
+                  "\".");
   return ref;
 }
 
