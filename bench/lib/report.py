@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Helpers for bench/run: percentiles from pgbench logs, the final table, the plot.
+
+  report.py lat START_EPOCH END_EPOCH LOGFILE...   -> "p50_us p99_us n" of the
+        transactions that completed in [START, END] (END 0 = no end)
+  report.py table OUTDIR                             -> prints the table, writes
+        OUTDIR/table.md, OUTDIR/ratios.dat, OUTDIR/steady.dat plots
+"""
+import os
+import statistics
+import subprocess
+import sys
+
+
+def lat(args):
+    start, end = float(args[0]), float(args[1])
+    lats = []
+    for path in args[2:]:
+        with open(path) as f:
+            for line in f:
+                p = line.split()
+                if len(p) < 6:
+                    continue
+                done = int(p[4]) + int(p[5]) / 1e6
+                if done < start or (end > 0 and done > end):
+                    continue
+                lats.append(int(p[2]))
+    if not lats:
+        print("0 0 0")
+        return
+    lats.sort()
+    def pct(q):
+        return lats[min(len(lats) - 1, int(q * len(lats)))]
+    print(f"{pct(0.50)} {pct(0.99)} {len(lats)}")
+
+
+# (id, label, group, ours, baseline, unit, higher_is_better, target, target_text)
+PAIRS = [
+    ("1a", "1 new keys, sync_commit=off: ours / bare SQL", "new_off", "ours", "bare", "tps", True, 0.9, ">= 0.9"),
+    ("1b", "1 new keys, sync_commit=off: ours / simple peer", "new_off", "ours", "simple", "tps", True, 1.0, ">= 1.0"),
+    ("1c", "1 new keys, sync_commit=off: ours / full peer", "new_off", "ours", "full", "tps", True, 2.0, ">= 2.0"),
+    ("1d", "1 new keys, sync_commit=on: ours / bare SQL", "new_on", "ours", "bare", "tps", True, None, ""),
+    ("1e", "1 new keys, sync_commit=on: ours / simple peer", "new_on", "ours", "simple", "tps", True, None, ""),
+    ("1f", "1 new keys, sync_commit=on: ours / full peer", "new_on", "ours", "full", "tps", True, None, ""),
+    ("2a", "2 replay: ours claim / PK SELECT", "replay", "ours", "pk", "tps", True, 0.9, ">= 0.9"),
+    ("2b", "2 replay: ours / simple peer", "replay", "ours", "simple", "tps", True, None, ""),
+    ("2c", "2 replay: ours / full peer", "replay", "ours", "full", "tps", True, None, ""),
+    ("3a", "3 business txn: ours / no key calls", "biz", "ours", "plain", "tps", True, 0.8, ">= 0.8 (<= 25% overhead)"),
+    ("3b", "3 business txn: simple peer / no key calls", "biz", "simple", "plain", "tps", True, None, ""),
+    ("3c", "3 business txn: full peer / no key calls", "biz", "full", "plain", "tps", True, None, ""),
+    ("4a", "4 contention, 64 hot keys: ours / simple peer", "hot", "ours", "simple", "tps", True, None, ""),
+    ("4b", "4 contention, 64 hot keys: ours / full peer", "hot", "ours", "full", "tps", True, None, ""),
+    ("5a", "5 background sweeper, rows/s (absolute)", "sweep", "sweeper", None, "rows/s", True, 300000, ">= 300k rows/s"),
+    ("5b", "5 sweep() by hand in 10k batches / one bare DELETE", "sweep", "hand", "bare", "rows/s", True, None, ""),
+    ("5c", "5 claim p99 while sweeping / without", "sweeplat", "p99_sweep", "p99_base", "us", False, 1.5, "<= 1.5"),
+    ("5d", "5 claim p50 while sweeping / without", "sweeplat", "p50_sweep", "p50_base", "us", False, None, ""),
+    ("6a", "6 steady TTL load: heap+index size, end / one third in", "steady", "size_end", "size_third", "bytes", False, 1.1, "~1.0 (flat)"),
+    ("7a", "7 C++ client claim (replay) / raw libpq, time per call", "cxx", "client_claim", "raw_claim", "ns", False, None, ""),
+    ("7b", "7 C++ client finish (repeat) / raw libpq, time per call", "cxx", "client_finish", "raw_finish", "ns", False, None, ""),
+    ("7c", "7 C++ client claim / raw libpq, client CPU per call", "cxx", "client_claim_cpu", "raw_claim_cpu", "ns", False, None, ""),
+    ("7d", "7 C++ client finish / raw libpq, client CPU per call", "cxx", "client_finish_cpu", "raw_finish_cpu", "ns", False, None, ""),
+]
+
+
+def fmt(v, unit):
+    if v is None:
+        return "-"
+    if unit == "bytes":
+        return f"{v / 1048576:.1f} MB"
+    if v >= 100000:
+        return f"{v / 1000:.0f}k"
+    if v >= 100:
+        return f"{v:.0f}"
+    return f"{v:.2f}"
+
+
+def table(outdir):
+    runs = {}
+    with open(os.path.join(outdir, "runs.tsv")) as f:
+        for line in f:
+            p = line.rstrip("\n").split("\t")
+            if len(p) < 4 or p[3] in ("", "NA"):
+                continue
+            runs.setdefault((p[0], p[1]), {})[p[2]] = float(p[3])
+    rows, dat = [], []
+    for pid, label, group, ours, base, unit, higher, target, ttext in PAIRS:
+        o = runs.get((group, ours), {})
+        b = runs.get((group, base), {}) if base else {}
+        if not o:
+            rows.append((label, "not measured", "-", "-", ttext, "n/a"))
+            continue
+        om = statistics.median(o.values())
+        if base is None:
+            ratios = list(o.values())
+            r_med = om
+            verdict = "-" if target is None else ("met" if (om >= target) == higher else "missed")
+            rows.append((label, fmt(om, unit) + f" {unit}", "-",
+                         f"{fmt(min(ratios), unit)}-{fmt(max(ratios), unit)} (n={len(ratios)})", ttext, verdict))
+            continue
+        if not b:
+            rows.append((label, fmt(om, unit), "not measured", "-", ttext, "n/a"))
+            continue
+        bm = statistics.median(b.values())
+        rounds = sorted(set(o) & set(b))
+        ratios = [o[r] / b[r] for r in rounds if b[r]]
+        if not ratios:
+            continue
+        r_med = statistics.median(ratios)
+        if target is None:
+            verdict = "-"
+        else:
+            verdict = "met" if ((r_med >= target) if higher else (r_med <= target)) else "missed"
+        rows.append((label, f"{fmt(om, unit)} {unit}", f"{fmt(bm, unit)} {unit}",
+                     f"{r_med:.2f} ({min(ratios):.2f}-{max(ratios):.2f}, n={len(ratios)})", ttext, verdict))
+        if unit in ("tps",) or group in ("sweeplat", "cxx", "sweep"):
+            dat.append((pid, r_med, min(ratios), max(ratios), target if target is not None else -1))
+    head = ("workload", "ours", "baseline", "ratio median (min-max)", "target", "verdict")
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    lines = [" | ".join(str(c).ljust(w) for c, w in zip(head, widths)),
+             "-+-".join("-" * w for w in widths)]
+    for r in rows:
+        lines.append(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+    print("\n".join(lines))
+    with open(os.path.join(outdir, "table.md"), "w") as f:
+        f.write("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
+        for r in rows:
+            f.write("| " + " | ".join(str(c) for c in r) + " |\n")
+    with open(os.path.join(outdir, "ratios.dat"), "w") as f:
+        for i, (pid, med, lo, hi, tgt) in enumerate(dat):
+            f.write(f"{i} {pid} {med:.4f} {lo:.4f} {hi:.4f} {tgt}\n")
+    plot(outdir, bool(dat))
+
+
+def plot(outdir, have_ratios):
+    steady = os.path.join(outdir, "steady.tsv")
+    have_steady = os.path.exists(steady) and os.path.getsize(steady) > 0
+    script = [
+        "set terminal pngcairo size 1400,600 font ',10'" if pngcairo() else "set terminal png size 1400,600",
+        f"set output '{os.path.join(outdir, 'bench.png')}'",
+        "set multiplot layout 1,2",
+    ]
+    if have_ratios:
+        script += [
+            "set title 'pg_idempotency / baseline (median, min-max; tps: higher is better, latency/size/ns: lower is better)'",
+            "set style fill solid 0.5", "set boxwidth 0.6", "set yrange [0:*]", "set grid ytics",
+            "set xtics rotate by -45", "unset key",
+            f"plot '{os.path.join(outdir, 'ratios.dat')}' using 1:3:xtic(2) with boxes lc rgb '#4477aa', "
+            f"'' using 1:3:4:5 with yerrorbars lc rgb 'black' pt 0, 1 with lines lc rgb 'red' dt 2",
+        ]
+    else:
+        script += ["set title 'no ratios measured'", "plot 0 notitle"]
+    if have_steady:
+        script += [
+            "set title 'workload 6: steady TTL load, idempotency.keys size'", "set xtics norotate",
+            "set xlabel 'seconds'", "set ylabel 'MB'", "set key top left", "set yrange [0:*]",
+            f"plot '{steady}' using 1:($2/1048576) with linespoints title 'heap', "
+            f"'' using 1:($3/1048576) with linespoints title 'indexes', "
+            f"'' using 1:($4/1000) with lines axes x1y1 title 'live rows (thousands)'",
+        ]
+    else:
+        script += ["set title 'workload 6 not measured'", "plot 0 notitle"]
+    script.append("unset multiplot")
+    try:
+        subprocess.run(["gnuplot"], input="\n".join(script), text=True, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except Exception as e:  # the table matters more than the picture
+        print(f"(plot failed: {e})", file=sys.stderr)
+
+
+def pngcairo():
+    try:
+        out = subprocess.run(["gnuplot", "-e", "set terminal"], capture_output=True, text=True).stderr
+        return "pngcairo" in out
+    except Exception:
+        return False
+
+
+if __name__ == "__main__":
+    {"lat": lat, "table": lambda a: table(a[0])}[sys.argv[1]](sys.argv[2:])
