@@ -13,6 +13,7 @@
 #include <libpq-fe.h>
 #include <signal.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -158,7 +159,7 @@ void get_count(const httplib::Request&, httplib::Response& res) {
 
 int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:8080";
-  int threads = 16;
+  int threads = 32;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--listen" && i + 1 < argc) listen = argv[++i];
@@ -200,11 +201,20 @@ int main(int argc, char** argv) {
   });
   stopper.detach();
 
-  std::printf("idempotency-demo-server listening on %s:%d\n", host.c_str(), port);
-  std::fflush(stdout);
-  if (!server.listen(host, port)) {
+  // httplib listens with a backlog of 5, which drops connections under a burst
+  // of parallel requests: remember the socket and listen again with a larger one.
+  int listen_fd = -1;
+  server.set_socket_options([&listen_fd](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    listen_fd = sock;
+  });
+  if (!server.bind_to_port(host, port)) {
     std::cerr << "idempotency-demo-server: cannot listen on " << listen << "\n";
     return 1;
   }
-  return 0;
+  if (listen_fd >= 0) ::listen(listen_fd, 1024);
+  std::printf("idempotency-demo-server listening on %s:%d\n", host.c_str(), port);
+  std::fflush(stdout);
+  return server.listen_after_bind() ? 0 : 1;
 }
