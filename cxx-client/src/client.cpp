@@ -232,6 +232,20 @@ struct Detail {
     ensure_open(c, what);
     prepare(c, id);
     Result r(p.exec(c.conn_, statement(id).name));
+    if (r && PQresultStatus(r.get()) == PGRES_FATAL_ERROR && PQstatus(c.conn_) == CONNECTION_OK) {
+      const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
+      if (state != nullptr && std::strcmp(state, "26000") == 0) {
+        // Our prepared statements are gone (DISCARD ALL / DEALLOCATE ALL, e.g.
+        // from a connection pool): forget them; outside a transaction block
+        // nothing was lost, so prepare again and retry once.
+        c.prepared_ = 0;
+        c.checked_existing_ = false;
+        if (PQtransactionStatus(c.conn_) == PQTRANS_IDLE) {
+          prepare(c, id);
+          r.reset(p.exec(c.conn_, statement(id).name));
+        }
+      }
+    }
     if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK) throw_from(c.conn_, r.get(), what);
     if (PQntuples(r.get()) != 1) throw Error("XX000", std::string("idempotency: ") + what + " returned no row");
     return r;

@@ -567,6 +567,40 @@ TEST(Errors, MovedFromClientIs08003) {
   EXPECT_TRUE(b.claim(unique_scope(), "k").claimed());
 }
 
+TEST(Statements, SurviveDiscardAll) {
+  Client c(conninfo());
+  const auto s = unique_scope();
+  ASSERT_TRUE(c.claim(s, "a").claimed());
+  PQclear(PQexec(c.connection(), "DISCARD ALL"));  // what a connection pool may do
+  EXPECT_TRUE(c.claim(s, "b").claimed());
+  PQclear(PQexec(c.connection(), "DEALLOCATE ALL"));
+  EXPECT_TRUE(c.lookup(s, "a").has_value());
+}
+
+TEST(Statements, SurviveDropAndCreateExtension) {
+  // A database of its own: dropping the extension must not disturb other tests.
+  const std::string db = "idempotency_cxx_drop_" + std::to_string(getpid());
+  Conn admin("dbname=postgres");
+  admin.exec("DROP DATABASE IF EXISTS " + db);
+  admin.exec("CREATE DATABASE " + db);
+  {
+    Conn setup("dbname=" + db);
+    setup.exec("CREATE EXTENSION pg_idempotency");
+    Client c("dbname=" + db);
+    auto r = c.claim("s", "k");
+    ASSERT_TRUE(r.claimed());
+    c.finish("s", "k", *r.token, {200, "before", ""});
+    setup.exec("DROP EXTENSION pg_idempotency");
+    EXPECT_THROW(c.claim("s", "k"), Error);
+    setup.exec("CREATE EXTENSION pg_idempotency");
+    auto again = c.claim("s", "k");  // same Client, same prepared statements
+    EXPECT_EQ(again.outcome, Outcome::Claimed);
+    EXPECT_TRUE(c.finish("s", "k", *again.token, {200, "after", ""}));
+    EXPECT_EQ(c.lookup("s", "k")->response->body, "after");
+  }
+  admin.exec("DROP DATABASE " + db);
+}
+
 // ---- borrow mode -----------------------------------------------------------------
 
 TEST(Borrow, ClaimJoinsCallerTransactionAndRollsBackWithIt) {
