@@ -80,8 +80,9 @@ void Setup() {
 }
 
 void BM_raw_claim(benchmark::State& state) {
-  const char* values[6] = {"cxx", "replay", g_fingerprint.data(), nullptr, nullptr, nullptr};
-  const int lengths[6] = {3, 6, static_cast<int>(g_fingerprint.size()), 0, 0, 0};
+  const std::string zero_wait(16, '\0');  // interval '0' in binary, as the client sends wait
+  const char* values[6] = {"cxx", "replay", g_fingerprint.data(), nullptr, nullptr, zero_wait.data()};
+  const int lengths[6] = {3, 6, static_cast<int>(g_fingerprint.size()), 0, 0, 16};
   const int formats[6] = {1, 1, 1, 1, 1, 1};
   for (auto _ : state) {
     PGresult* r = PQexecPrepared(g_conn, "bench_raw_claim", 6, values, lengths, formats, 1);
