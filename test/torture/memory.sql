@@ -1,0 +1,63 @@
+-- One backend making :n claim/finish pairs (plus a failing finish every 10th
+-- call, caught) must keep its memory flat and hold no key lock afterwards.
+-- Run with psql -v n=100000. Prints before/after totals and the verdicts.
+\set ON_ERROR_STOP 1
+\pset footer off
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pg_idempotency;
+CREATE SCHEMA IF NOT EXISTS torture_mem;
+CREATE TABLE IF NOT EXISTS torture_mem.samples (calls int, bytes bigint);
+CREATE OR REPLACE PROCEDURE torture_mem.run(n int) LANGUAGE plpgsql AS $$
+DECLARE
+  r idempotency.claim_result;
+  k text;
+BEGIN
+  FOR i IN 1..n LOOP
+    k := 'k' || (i % 500);
+    -- ttl of 1 microsecond: the key has expired by the next transaction, so
+    -- the 500 keys are claimed again and again (the table stays small).
+    r := idempotency.claim('mem', k, '\x0102'::bytea, '1 microsecond');
+    IF r.outcome <> 'claimed' THEN RAISE EXCEPTION 'call %: % for %', i, r.outcome, k; END IF;
+    IF NOT idempotency.finish('mem', k, r.token, 200, '\x6f6b'::bytea, '{"ok":true}') THEN
+      RAISE EXCEPTION 'finish % returned false', k;
+    END IF;
+    PERFORM idempotency.lookup('mem', k);
+    IF i % 10 = 0 THEN
+      BEGIN
+        PERFORM idempotency.finish('mem', 'absent', 1, 200);
+      EXCEPTION WHEN sqlstate 'IK001' THEN NULL;
+      END;
+      BEGIN
+        PERFORM idempotency.claim('mem', k, NULL, '-1 s');
+      EXCEPTION WHEN sqlstate '22023' THEN NULL;
+      END;
+    END IF;
+    IF i % 100 = 0 THEN COMMIT; END IF;
+    -- Sample inside the call as well: a leak into a context that lives for
+    -- the whole CALL would be freed before an outside measurement.
+    IF i = n / 10 OR i = n THEN
+      INSERT INTO torture_mem.samples SELECT i, sum(total_bytes) FROM pg_backend_memory_contexts;
+    END IF;
+  END LOOP;
+  COMMIT;
+END $$;
+-- Warm up: plans, caches, first-time allocations.
+CALL torture_mem.run(3000);
+SELECT sum(total_bytes) AS before_bytes FROM pg_backend_memory_contexts \gset
+\timing on
+CALL torture_mem.run(:n);
+\timing off
+SELECT sum(total_bytes) AS after_bytes FROM pg_backend_memory_contexts \gset
+SELECT :n AS calls, :before_bytes AS before_bytes, :after_bytes AS after_bytes,
+       :after_bytes - :before_bytes AS growth_bytes,
+       CASE WHEN :after_bytes - :before_bytes < 1024 * 1024 THEN 'flat' ELSE 'GROWS' END AS memory;
+SELECT min(bytes) FILTER (WHERE calls = :n / 10) AS in_call_at_10pct,
+       min(bytes) FILTER (WHERE calls = :n) AS in_call_at_end,
+       CASE WHEN min(bytes) FILTER (WHERE calls = :n) - min(bytes) FILTER (WHERE calls = :n / 10) < 1024 * 1024
+            THEN 'flat' ELSE 'GROWS' END AS memory_in_call
+FROM torture_mem.samples;
+SELECT CASE WHEN count(*) = 0 THEN 'none' ELSE 'LEAKED ' || count(*) END AS key_locks_held
+FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 18865 AND pid = pg_backend_pid();
+SELECT name, total_bytes FROM pg_backend_memory_contexts ORDER BY total_bytes DESC LIMIT 5;
+DELETE FROM idempotency.keys WHERE scope = 'mem';
+DROP SCHEMA torture_mem CASCADE;

@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Issue 7 reliability suite: exactly-once torture, multi-step with dying
+# holders, memory, and fault tests (kill -9, immediate shutdown) on a
+# throwaway cluster of its own.
+#
+# Needs PGHOST/PGPORT/PGUSER of a running preloaded cluster (scripts/test
+# provides one) for the load, multi-step and memory parts; the fault tests
+# start and stop their own cluster and never touch that one.
+#
+#   TORTURE_LONG=1   long mode: more clients, requests, keys and rounds; 1,000,000
+#                    claim/finish calls in the memory test
+#   TORTURE_ONLY=... run only the parts whose names contain one of the words
+#                    (load multistep memory kill crash sanitizers)
+# Prints "RESULT <passed> <failed>" last; exits non-zero when anything failed.
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$HERE/../../scripts/lib/common.sh"
+export PATH=$PG_BIN:$PATH
+
+PASSED=0
+FAILED=0
+pass() { PASSED=$((PASSED + 1)); echo "ok   - $*"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL - $*"; }
+check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
+wanted() {
+  [ -z "${TORTURE_ONLY:-}" ] && return 0
+  local w; for w in $TORTURE_ONLY; do [[ $1 == *"$w"* ]] && return 0; done
+  return 1
+}
+
+if [ -n "${TORTURE_LONG:-}" ]; then
+  LOAD_ROUNDS=5; LOAD_CLIENTS=32; LOAD_REQUESTS=100000; LOAD_KEYS=2000
+  MS_REQUESTS=20000; MS_KEYS=1000; MEM_CALLS=1000000; CRASH_ROUNDS=3
+else
+  LOAD_ROUNDS=2; LOAD_CLIENTS=16; LOAD_REQUESTS=12000; LOAD_KEYS=300
+  MS_REQUESTS=3000; MS_KEYS=200; MEM_CALLS=100000; CRASH_ROUNDS=1
+fi
+
+WORK=$(mktemp -d /tmp/torture7.XXXXXX)
+chmod 755 "$WORK"
+cleanup() { rm -rf "$WORK"; }
+trap cleanup EXIT
+
+BIN=$WORK/torture
+if ! g++ -std=c++17 -O2 -Wall -Wextra -pthread "$HERE/torture.cpp" -I"$(pg_config --includedir)" \
+     -L"$(pg_config --libdir)" -lpq -o "$BIN"; then
+  fail "build torture.cpp"
+  echo "RESULT $PASSED $FAILED"; exit 1
+fi
+
+# Runs an invariants file; every row must report 0 violations. Each row is one check.
+invariants() {  # label sqlfile psql-args...
+  local label=$1 file=$2; shift 2
+  local out rc
+  out=$(psql -X -v ON_ERROR_STOP=1 -AtF '|' "$@" -f "$file" 2>&1)
+  rc=$?
+  if [ $rc -ne 0 ] || [ -z "$out" ]; then fail "$label: invariants did not run: $out"; return; fi
+  while IFS='|' read -r name violations; do
+    if [ "$violations" = 0 ]; then pass "$label: $name"; else fail "$label: $name: $violations violations"; fi
+  done <<<"$out"
+}
+
+fresh_db() {  # name
+  dropdb --if-exists "$1" >/dev/null 2>&1
+  createdb "$1" && PGDATABASE=$1 "$BIN" setup
+}
+
+# ---------------------------------------------------------------- load
+if wanted load; then
+  if fresh_db torture_load; then
+    for round in $(seq 1 $LOAD_ROUNDS); do
+      scope=load$round
+      # Round 1 uses the default shape; later rounds shorter leases and a wider window.
+      lease=120; stall=180; window=8
+      [ $((round % 2)) -eq 0 ] && { lease=40; stall=60; window=16; }
+      echo "# load round $round: $LOAD_CLIENTS clients, $LOAD_REQUESTS requests, $LOAD_KEYS keys, lease ${lease}ms"
+      if PGDATABASE=torture_load timeout 600 "$BIN" load --scope $scope --seed $round --clients $LOAD_CLIENTS \
+           --requests $LOAD_REQUESTS --keys $LOAD_KEYS --window $window --lease-ms $lease --stall-ms $stall; then
+        pass "load round $round: no error except documented outcomes"
+      else
+        fail "load round $round: errors (see above)"
+      fi
+      invariants "load round $round" "$HERE/invariants.sql" -d torture_load -v scope=$scope
+    done
+  else
+    fail "load: could not create the database"
+  fi
+fi
+
+# ---------------------------------------------------------------- multistep
+if wanted multistep; then
+  if fresh_db torture_ms; then
+    for round in 1 2; do
+      scope=ms$round
+      echo "# multistep round $round: 16 clients, $MS_REQUESTS requests, $MS_KEYS keys, 3 steps"
+      if PGDATABASE=torture_ms timeout 600 "$BIN" multistep --scope $scope --seed $round --clients 16 \
+           --requests $MS_REQUESTS --keys $MS_KEYS --lease-ms 300 --stall-ms 400 --steps 3; then
+        pass "multistep round $round: no error except documented outcomes"
+      else
+        fail "multistep round $round: errors (see above)"
+      fi
+      invariants "multistep round $round" "$HERE/invariants_multistep.sql" -d torture_ms -v scope=$scope -v steps=3
+    done
+  else
+    fail "multistep: could not create the database"
+  fi
+fi
+
+# ---------------------------------------------------------------- memory
+if wanted memory; then
+  dropdb --if-exists torture_mem >/dev/null 2>&1
+  createdb torture_mem
+  echo "# memory: $MEM_CALLS claim/finish pairs in one backend"
+  out=$(psql -X -d torture_mem -v n=$MEM_CALLS -f "$HERE/memory.sql" 2>&1)
+  echo "$out" | grep -A3 -E 'calls|in_call|key_locks|ERROR'
+  check "memory: flat across $MEM_CALLS claim/finish calls (outside the call)" grep -qE '\| flat$' <<<"$(grep -A2 ' calls ' <<<"$out")"
+  check "memory: flat inside the call" grep -qE '\| flat$' <<<"$(grep -A2 'in_call_at_end' <<<"$out")"
+  check "memory: no key lock held after errors" grep -qE '^ none$' <<<"$out"
+  dropdb --if-exists torture_mem >/dev/null 2>&1
+fi
+
+# ---------------------------------------------------------------- faults
+# Everything below runs on a cluster of its own (kill -9 of a backend makes
+# the postmaster reinitialise every connection).
+FAULTS_WANTED=
+for part in kill crash; do wanted $part && FAULTS_WANTED=1; done
+if [ -n "$FAULTS_WANTED" ]; then
+  RESULTS=$WORK/fault-results
+  : >"$RESULTS"
+  (
+    set +e
+    fpass() { echo "ok   - $*"; echo pass >>"$RESULTS"; }
+    ffail() { echo "FAIL - $*"; echo fail >>"$RESULTS"; }
+    start_cluster "max_connections = 60" "idempotency.sweep_interval = '1s'" >/dev/null 2>&1 || { ffail "faults: start_cluster"; exit 1; }
+    trap 'stop_cluster' EXIT
+    createdb torture_fault && PGDATABASE=torture_fault "$BIN" setup || ffail "faults: setup"
+    export PGDATABASE=torture_fault
+    # Waits until the server accepts connections again (after crash recovery).
+    wait_up() {
+      local i
+      for i in $(seq 1 300); do
+        psql -X -Atc 'select 1' >/dev/null 2>&1 && return 0
+        sleep 0.1
+      done
+      return 1
+    }
+    # Starts a psql that runs $1 and then sleeps, printing its backend pid to $2.
+    holder() {
+      local sql=$1 pidfile=$2
+      rm -f "$pidfile"
+      psql -X -At >/dev/null 2>&1 <<SQL &
+$sql
+\o $pidfile
+SELECT pg_backend_pid();
+\o
+SELECT pg_sleep(120);
+SQL
+      local i
+      for i in $(seq 1 200); do [ -s "$pidfile" ] && return 0; sleep 0.05; done
+      return 1
+    }
+
+    if wanted kill; then
+      # 1. kill -9 of a backend holding an uncommitted claim: the key is free at once.
+      holder "BEGIN; SELECT outcome FROM idempotency.claim('fault', 'uncommitted', lease => '1 hour');
+              INSERT INTO torture.business (scope, key, token) VALUES ('fault', 'uncommitted', 1);" "$WORK/pid1" ||
+        ffail "kill -9 uncommitted: holder did not start"
+      pid=$(tr -d '[:space:]' <"$WORK/pid1")
+      other=$(psql -X -Atc "select outcome from idempotency.claim('fault', 'uncommitted')")
+      [ "$other" = in_progress ] && fpass "kill -9 uncommitted: a second claim answers in_progress while the holder lives" ||
+        ffail "kill -9 uncommitted: second claim before the kill gave '$other'"
+      kill -9 "$pid"
+      wait_up || ffail "kill -9 uncommitted: server did not come back"
+      got=$(psql -X -AtF ' ' -c "select outcome, attempt from idempotency.claim('fault', 'uncommitted', lease => '1 hour')")
+      [ "$got" = "claimed 1" ] && fpass "kill -9 uncommitted: key free at once (claimed, attempt 1)" ||
+        ffail "kill -9 uncommitted: after recovery the claim gave '$got'"
+      n=$(psql -X -Atc "select count(*) from torture.business where key = 'uncommitted'")
+      [ "$n" = 0 ] && fpass "kill -9 uncommitted: the holder's business row is gone" ||
+        ffail "kill -9 uncommitted: $n business rows survived"
+
+      # 2. kill -9 of a backend holding a committed claim: taken over after the lease.
+      holder "SELECT outcome FROM idempotency.claim('fault', 'committed', lease => '4 seconds');
+              SELECT idempotency.checkpoint('fault', 'committed', (idempotency.lookup('fault', 'committed')).token, 'step1', '4 seconds');" \
+        "$WORK/pid2" || ffail "kill -9 committed: holder did not start"
+      pid=$(tr -d '[:space:]' <"$WORK/pid2")
+      kill -9 "$pid"
+      wait_up || ffail "kill -9 committed: server did not come back"
+      got=$(psql -X -AtF ' ' -c "select outcome, token is null from idempotency.claim('fault', 'committed')")
+      [ "$got" = "in_progress t" ] && fpass "kill -9 committed: in_progress while the lease runs" ||
+        ffail "kill -9 committed: before the lease ended the claim gave '$got'"
+      until_s=$(psql -X -Atc "select greatest(0, extract(epoch from locked_until - clock_timestamp())) from idempotency.keys where scope = 'fault' and key = 'committed'")
+      sleep "$(awk -v s="${until_s:-0}" 'BEGIN { print s + 0.2 }')"
+      got=$(psql -X -AtF ' ' -c "select outcome, attempt, recovery_point from idempotency.claim('fault', 'committed')")
+      [ "$got" = "claimed 2 step1" ] && fpass "kill -9 committed: taken over after the lease (attempt 2, recovery point kept)" ||
+        ffail "kill -9 committed: after the lease the claim gave '$got'"
+    fi
+
+    if wanted crash; then
+      # 3. pg_ctl stop -m immediate in the middle of the load, then restart.
+      for round in $(seq 1 $CRASH_ROUNDS); do
+        scope=crash$round
+        "$BIN" load --scope $scope --seed $((100 + round)) --clients 16 --requests 1000000 --keys 30000 --passes 1 \
+          --lease-ms 100 --stall-ms 150 --tolerate-disconnect >"$WORK/crash$round.out" 2>&1 &
+        load_pid=$!
+        sleep 3
+        acked_before=$(psql -X -Atc "select count(*) from idempotency.keys where scope = '$scope' and state = 'completed'")
+        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m immediate -w stop >/dev/null 2>&1
+        sleep 0.5
+        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$CLUSTER_DIR/server.log" -w -t 60 start >/dev/null 2>&1 ||
+          ffail "crash round $round: restart failed"
+        wait_up
+        wait $load_pid
+        cat "$WORK/crash$round.out"
+        grep -q 'failures 0' "$WORK/crash$round.out" && fpass "crash round $round: load saw only documented outcomes and disconnects" ||
+          ffail "crash round $round: load errors"
+        acked=$(psql -X -Atc "select count(*) from torture.seen where scope = '$scope' and kind = 'F'")
+        echo "# crash round $round: $acked finishes acknowledged before the immediate shutdown ($acked_before completed seen mid-load)"
+        [ "${acked:-0}" -gt 0 ] && fpass "crash round $round: the load was mid-flight ($acked acknowledged finishes)" ||
+          ffail "crash round $round: no finish acknowledged before the crash"
+        out=$(psql -X -v ON_ERROR_STOP=1 -AtF '|' -v scope=$scope -f "$HERE/invariants.sql" 2>&1)
+        [ -n "$out" ] || ffail "crash round $round: invariants did not run"
+        while IFS='|' read -r name violations; do
+          [ "$violations" = 0 ] && fpass "crash round $round: $name" || ffail "crash round $round: $name: $violations"
+        done <<<"$out"
+      done
+    fi
+  )
+  PASSED=$((PASSED + $(grep -c '^pass$' "$RESULTS")))
+  FAILED=$((FAILED + $(grep -c '^fail$' "$RESULTS")))
+  [ -s "$RESULTS" ] || fail "faults: no result"
+fi
+
+echo "RESULT $PASSED $FAILED"
+[ "$FAILED" -eq 0 ]
