@@ -1,0 +1,133 @@
+// <idempotency/pqxx.hpp> — execute() inside an existing libpqxx transaction.
+//
+// Header-only and optional: include it only in code that already uses
+// libpqxx (Debian's libpqxx-dev, 6.x API) and link libpqxx yourself. It needs
+// no PGconn*: the same SQL calls go through the caller's pqxx transaction.
+//
+//   pqxx::connection conn("dbname=app");
+//   pqxx::work tx(conn);
+//   auto r = idempotency::pqxx_execute(tx, "payments", key, fingerprint,
+//                                      [&](pqxx::transaction_base& t) {
+//     t.exec_params("INSERT INTO payments (amount) VALUES ($1)", 100);
+//     return idempotency::Response{201, "{\"id\": 1}", ""};
+//   });
+//   tx.commit();   // the key and the payment become durable together
+//
+// The work runs under a SAVEPOINT in tx: a throwing handler rolls back to it
+// (the key is free again, tx stays usable) and the exception is rethrown.
+// The handler gets tx itself.
+// SQL errors come back as idempotency::Error with the SQLSTATE.
+#pragma once
+
+#include <pqxx/pqxx>
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "idempotency/client.hpp"
+
+namespace idempotency {
+
+using PqxxHandler = std::function<Response(pqxx::transaction_base&)>;
+
+namespace pqxx_detail {
+
+inline std::string text_arg(std::string_view s) {
+  // libpqxx sends text parameters NUL-terminated: refuse rather than truncate.
+  if (s.find('\0') != std::string_view::npos) {
+    throw Error("22021", "idempotency: scope and key must not contain NUL bytes");
+  }
+  return std::string(s);
+}
+
+inline std::optional<TimePoint> micros(const pqxx::field& f) {
+  if (f.is_null()) return std::nullopt;
+  return TimePoint(std::chrono::duration_cast<Clock::duration>(std::chrono::microseconds(f.as<long long>())));
+}
+
+template <class F>
+auto translate(F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const pqxx::broken_connection& e) {
+    throw Error("08006", std::string("idempotency: connection lost: ") + e.what());
+  } catch (const pqxx::sql_error& e) {
+    throw Error(e.sqlstate().empty() ? "XX000" : e.sqlstate(), e.what());
+  }
+}
+
+}  // namespace pqxx_detail
+
+// claim() through a libpqxx transaction (stored timestamps included).
+inline ClaimResult pqxx_claim(pqxx::transaction_base& tx, std::string_view scope, std::string_view key,
+                              const std::optional<std::string>& fingerprint) {
+  static const std::string sql =
+      "SELECT c.outcome::text, c.token, c.attempt, c.recovery_point, c.response_status, "
+      "c.response_headers::text, c.response_body, "
+      "(extract(epoch FROM c.expires_at) * 1000000)::int8, "
+      "(extract(epoch FROM c.locked_until) * 1000000)::int8 "
+      "FROM idempotency.claim($1::text, $2::text, $3::bytea) AS c";
+  return pqxx_detail::translate([&] {
+    const std::string s = pqxx_detail::text_arg(scope), k = pqxx_detail::text_arg(key);
+    pqxx::row row = fingerprint ? tx.exec_params1(sql, s, k, pqxx::binarystring(*fingerprint))
+                                : tx.exec_params1(sql, s, k, nullptr);
+    ClaimResult r;
+    const std::string outcome = row[0].as<std::string>();
+    r.outcome = outcome == "claimed"     ? Outcome::Claimed
+                : outcome == "replay"    ? Outcome::Replay
+                : outcome == "mismatch"  ? Outcome::Mismatch
+                                         : Outcome::InProgress;
+    if (!row[1].is_null()) r.token = row[1].as<std::int64_t>();
+    if (!row[2].is_null()) r.attempt = row[2].as<int>();
+    if (!row[3].is_null()) r.recovery_point = row[3].as<std::string>();
+    if (!row[4].is_null()) {
+      r.response = Response{row[4].as<int>(), pqxx::binarystring(row[6]).str(),
+                            row[5].is_null() ? std::string() : row[5].as<std::string>()};
+    }
+    r.expires_at = pqxx_detail::micros(row[7]);
+    r.locked_until = pqxx_detail::micros(row[8]);
+    return r;
+  });
+}
+
+// finish() through a libpqxx transaction.
+inline bool pqxx_finish(pqxx::transaction_base& tx, std::string_view scope, std::string_view key,
+                        std::int64_t token, const Response& response) {
+  return pqxx_detail::translate([&] {
+    pqxx::row row = tx.exec_params1(
+        "SELECT idempotency.finish($1::text, $2::text, $3::int8, $4::int4, $5::bytea, NULLIF($6::text, '')::jsonb)",
+        pqxx_detail::text_arg(scope), pqxx_detail::text_arg(key), token, response.status,
+        pqxx::binarystring(response.body), response.headers_json);
+    return row[0].as<bool>();
+  });
+}
+
+// Client::execute() for services that already use libpqxx: claim -> handler
+// -> finish inside tx (under a savepoint); the caller commits tx.
+inline ClaimResult pqxx_execute(pqxx::transaction_base& tx, std::string_view scope, std::string_view key,
+                                const std::optional<std::string>& fingerprint, const PqxxHandler& handler) {
+  // Plain SAVEPOINT statements: libpqxx 6's subtransaction does not issue its
+  // SAVEPOINT before exec_params(), so it cannot be relied on here.
+  pqxx_detail::translate([&] { return tx.exec("SAVEPOINT idempotency_execute"); });
+  try {
+    ClaimResult r = pqxx_claim(tx, scope, key, fingerprint);
+    if (r.outcome == Outcome::Claimed) {
+      Response resp = handler(tx);
+      pqxx_finish(tx, scope, key, *r.token, resp);
+      r.response = std::move(resp);
+    }
+    pqxx_detail::translate([&] { return tx.exec("RELEASE SAVEPOINT idempotency_execute"); });
+    return r;
+  } catch (...) {
+    try {  // the key is free again, the caller's earlier work stays, tx stays usable
+      tx.exec("ROLLBACK TO SAVEPOINT idempotency_execute");
+      tx.exec("RELEASE SAVEPOINT idempotency_execute");
+    } catch (...) {
+    }
+    throw;
+  }
+}
+
+}  // namespace idempotency
