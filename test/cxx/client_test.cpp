@@ -350,6 +350,29 @@ TEST(Claim, ExpiredInProgressTokenCannotFinish) {
   EXPECT_SQLSTATE(c.finish(s, "k", *first.token, {200, "too late", ""}), "IK001");
 }
 
+TEST(Claim, RepeatableReadRaceIsSerializationFailureOrNoSecondWinner) {
+  Conn a, b;
+  Client ca(a.get()), cb(b.get());
+  const auto s = unique_scope();
+  a.exec("BEGIN ISOLATION LEVEL REPEATABLE READ");
+  a.exec("SELECT 1");  // a's snapshot is taken before b's claim commits
+  b.exec("BEGIN");
+  auto won = cb.claim(s, "k");
+  ASSERT_TRUE(won.claimed());
+  cb.finish(s, "k", *won.token, {200, "b", ""});
+  b.exec("COMMIT");
+  try {
+    auto r = ca.claim(s, "k");
+    EXPECT_NE(r.outcome, Outcome::Claimed) << "two winners for one key";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.sqlstate(), "40001") << e.what();
+  }
+  a.exec("ROLLBACK");
+  a.exec("BEGIN ISOLATION LEVEL REPEATABLE READ");  // the retried transaction sees the winner
+  EXPECT_EQ(ca.claim(s, "k").outcome, Outcome::Replay);
+  a.exec("COMMIT");
+}
+
 // ---- finish / checkpoint / release / lookup / sweep / fingerprint ------------
 
 TEST(Finish, RepeatedSameResponseIsFalseDifferentIsIK002) {
@@ -543,8 +566,8 @@ TEST(Errors, LostConnectionIsAnErrorNotAnOutcome) {
   const auto s = unique_scope();
   ASSERT_TRUE(c.claim(s, "k").claimed());
   Conn killer;
-  killer.exec("SELECT pg_terminate_backend(" + std::to_string(PQbackendPID(c.connection())) + ")");
-  std::this_thread::sleep_for(200ms);
+  // Waits (up to 10 s) until the backend is gone.
+  killer.exec("SELECT pg_terminate_backend(" + std::to_string(PQbackendPID(c.connection())) + ", 10000)");
   try {
     c.claim(s, "k");
     ADD_FAILURE() << "claim on a terminated connection returned an outcome";
