@@ -1,5 +1,6 @@
 // The SQL-callable functions: argument checks, the key lock, store statements
 // and the claim decision, glued together. Each entry point is one Guard().
+#include <algorithm>
 #include <optional>
 #include <string>
 
@@ -121,12 +122,21 @@ void Count(Outcome outcome, int32 attempt) {
 
 // Takes the key (new, expired or lease over) once the key lock is held; when
 // the row turns out to be live and not ours, answers for what it is.
+//
+// Only a sweep deleting an expired row can hold a row lock without the key
+// lock; so when the first look saw an expired row, the statement waits for
+// that row no longer than the caller's wait, and answers in_progress if the
+// sweep's transaction is still open.
 claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, TimestampTz now,
-                                 TimestampTz expires_at, TimestampTz locked_until) {
-  store::KeyRow row{};
+                                 TimestampTz expires_at, TimestampTz locked_until, const store::KeyRow& seen,
+                                 int64 wait_us) {
+  const int row_wait_ms =
+      seen.found && seen.expires_at <= now ? static_cast<int>(std::min<int64>(wait_us / 1000, INT_MAX)) : -1;
+  store::KeyRow row = seen;
   for (int attempt = 0; attempt < kClaimAttempts; attempt++) {
     const store::NewClaim claim{fingerprint, NewToken(), now, expires_at, locked_until};
-    const store::ClaimedRow claimed = store::Claim(key, claim);
+    const store::ClaimedRow claimed = store::Claim(key, claim, row_wait_ms);
+    if (claimed.timed_out) return InProgressOf(row, now);
     if (claimed.claimed) {
       auto fields = NoFields(Outcome::Claimed);
       fields.has_token = true;
@@ -171,7 +181,7 @@ Datum Claim(FunctionCallInfo fcinfo) {
   else if (!key_lock::TryAcquire(key, wait_us))
     fields = InProgressOf(seen, now);  // another open transaction is on it
   else
-    fields = ClaimLocked(key, fingerprint, now, expires_at, locked_until);
+    fields = ClaimLocked(key, fingerprint, now, expires_at, locked_until, seen, wait_us);
   const Datum result = claim_result::Build(fcinfo, fields, caller_context);
   store::Disconnect();
   Count(fields.outcome, fields.attempt);
@@ -192,7 +202,8 @@ Datum Claim(FunctionCallInfo fcinfo) {
   else
     why = "The key is already completed.";
   throw Error(ERRCODE_TOKEN_NOT_HOLDER,
-              "idempotency " + args::Describe(key) + " is not held by token " + std::to_string(token), why,
+              "idempotency " + args::Describe(key) + " is not held by the given token",
+              "Token " + std::to_string(token) + ": " + why,
               "Do not store a result for this request: claim the key again and act on the answer.");
 }
 
@@ -240,10 +251,9 @@ Datum Finish(FunctionCallInfo fcinfo) {
       ThrowNotHolder(key, token, row, now);
     if (!SameResponse(row, response))
       throw Error(ERRCODE_DIFFERENT_RESPONSE,
-                  "idempotency " + args::Describe(key) + " was already finished by token " + std::to_string(token) +
-                      " with a different response",
-                  "Stored status " + std::to_string(row.response_status) + ", given status " +
-                      std::to_string(response.status) + ".",
+                  "idempotency " + args::Describe(key) + " was already finished with a different response",
+                  "Token " + std::to_string(token) + " stored status " + std::to_string(row.response_status) +
+                      "; this call gave status " + std::to_string(response.status) + ".",
                   "A request's response is stored once; replay the stored one instead of finishing again.");
   }
   store::Disconnect();

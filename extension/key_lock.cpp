@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "boundary.hpp"
+#include "bounded_wait.hpp"
 #include "pg_headers.hpp"
 
 extern "C" {
@@ -13,7 +14,6 @@ namespace pgi::key_lock {
 namespace {
 
 constexpr uint16 kLockClass = 0x49B1;  // distinct from advisory classes 1 and 2
-constexpr int64 kMaxSleepUs = 10 * 1000;
 
 LOCKTAG TagFor(const args::KeyRef& key) {
   // Chain the key's hash off the scope's so ("a","bc") and ("ab","c") differ.
@@ -33,20 +33,10 @@ bool TryAcquire(const args::KeyRef& key, int64 wait_us) {
   return PgCall([&] {
     if (LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL) return true;
     if (wait_us <= 0) return false;
-    // Poll on our latch with a growing sleep: cheap, interruptible, and never
-    // enters the deadlock detector, so a waiting claim cannot deadlock.
-    const TimestampTz deadline = GetCurrentTimestamp() + wait_us;
-    int64 sleep_us = 500;
-    for (;;) {
-      const TimestampTz now = GetCurrentTimestamp();
-      if (now >= deadline) return false;
-      const long timeout_ms = std::max<long>(1, std::min<int64>(sleep_us, deadline - now) / 1000);
-      (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout_ms, PG_WAIT_EXTENSION);
-      ResetLatch(MyLatch);
-      CHECK_FOR_INTERRUPTS();
-      if (LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL) return true;
-      sleep_us = std::min(sleep_us * 2, kMaxSleepUs);
-    }
+    // A real lock wait, so that the waiter shows in pg_locks and
+    // pg_stat_activity and wakes the moment the holder's transaction ends.
+    const int wait_ms = static_cast<int>(std::min<int64>((wait_us + 999) / 1000, INT_MAX));
+    return bounded_wait::Run(wait_ms, [&] { (void)LockAcquire(&tag, ExclusiveLock, false, false); });
   });
 }
 

@@ -12,7 +12,8 @@
 
 namespace pgi::key_lock {
 
-// Tries for up to wait_us microseconds (0 = a single try). True when held.
+// Tries at once, then (wait_us > 0) waits up to wait_us for the holder's
+// transaction to end. True when held.
 bool TryAcquire(const args::KeyRef& key, int64 wait_us);
 
 // Waits as long as it takes (deadlock detection applies).

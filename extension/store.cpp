@@ -4,6 +4,7 @@
 #include <cstddef>
 
 #include "boundary.hpp"
+#include "bounded_wait.hpp"
 #include "pg_headers.hpp"
 
 namespace pgi::store {
@@ -148,7 +149,7 @@ KeyRow Read(const args::KeyRef& key) {
   });
 }
 
-ClaimedRow Claim(const args::KeyRef& key, const NewClaim& claim) {
+ClaimedRow Claim(const args::KeyRef& key, const NewClaim& claim, int row_wait_ms) {
   return PgCall([&] {
     ClaimedRow result{};
     Datum values[] = {PointerGetDatum(key.scope),         PointerGetDatum(key.key),
@@ -156,7 +157,13 @@ ClaimedRow Claim(const args::KeyRef& key, const NewClaim& claim) {
                       TimestampTzGetDatum(claim.now),     TimestampTzGetDatum(claim.expires_at),
                       TimestampTzGetDatum(claim.locked_until)};
     const char nulls[] = {' ', ' ', NullFlag(claim.fingerprint), ' ', ' ', ' ', ' ', '\0'};
-    Execute(Statement::Claim, values, nulls, 1);
+    auto execute = [&] { Execute(Statement::Claim, values, nulls, 1); };
+    if (row_wait_ms < 0) {
+      execute();
+    } else if (!bounded_wait::Run(row_wait_ms, execute)) {
+      result.timed_out = true;
+      return result;
+    }
     if (SPI_processed == 0) return result;
     bool isnull = false;
     result.claimed = true;

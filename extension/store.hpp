@@ -34,7 +34,8 @@ struct KeyRow {
 
 // What a successful claim wrote.
 struct ClaimedRow {
-  bool claimed;  // false: the key is live and not ours to take
+  bool claimed;    // false: the key is live and not ours to take
+  bool timed_out;  // the row stayed locked by another transaction past row_wait_ms
   int32 attempt;
   text* recovery_point;
   TimestampTz expires_at;
@@ -62,8 +63,10 @@ void Disconnect();
 KeyRow Read(const args::KeyRef& key);
 
 // Inserts the key, or takes over an expired row or an in_progress row whose
-// lease is over (fingerprint permitting), in one statement.
-ClaimedRow Claim(const args::KeyRef& key, const NewClaim& claim);
+// lease is over (fingerprint permitting), in one statement. With
+// row_wait_ms >= 0 it waits at most that long for a row another transaction
+// has locked (a sweep deleting the expired row) instead of until it ends.
+ClaimedRow Claim(const args::KeyRef& key, const NewClaim& claim, int row_wait_ms = -1);
 
 // Completes the in_progress, unexpired key held by token. False if no such row.
 bool Complete(const args::KeyRef& key, int64 token, TimestampTz now, const Response& response);

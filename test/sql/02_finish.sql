@@ -9,7 +9,7 @@ BEGIN
   RETURN 'ok: ' || coalesce(result, 'NULL');
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
-  RETURN SQLSTATE || ': ' || regexp_replace(SQLERRM || ' / ' || detail, 'token -?[0-9]+', 'token N', 'g');
+  RETURN SQLSTATE || ': ' || regexp_replace(SQLERRM || ' / ' || detail, '(token) -?[0-9]+', '\1 N', 'gi');
 END $$;
 
 -- finish stores the response and completes the key: true

@@ -1,0 +1,45 @@
+// Template body of bounded_wait::Run (see bounded_wait.hpp).
+#pragma once
+
+extern "C" {
+#include "storage/proc.h"
+#include "utils/resowner.h"
+}
+
+namespace pgi::bounded_wait {
+
+// Only rolling back a subtransaction makes catching an error safe, so the
+// wait runs in one; lock_timeout turns a wait that runs out into that error.
+template <typename Fn>
+bool Run(int timeout_ms, Fn&& fn) {
+  MemoryContext caller_context = CurrentMemoryContext;
+  ResourceOwner caller_owner = CurrentResourceOwner;
+  const int saved_lock_timeout = LockTimeout;
+  volatile bool completed = false;
+  BeginInternalSubTransaction(nullptr);
+  MemoryContextSwitchTo(caller_context);
+  PG_TRY();
+  {
+    LockTimeout = timeout_ms > 0 ? timeout_ms : 1;
+    fn();
+    LockTimeout = saved_lock_timeout;
+    ReleaseCurrentSubTransaction();
+    completed = true;
+  }
+  PG_CATCH();
+  {
+    LockTimeout = saved_lock_timeout;
+    MemoryContextSwitchTo(caller_context);
+    ErrorData* error = CopyErrorData();
+    if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE) PG_RE_THROW();
+    FlushErrorState();
+    FreeErrorData(error);
+    RollbackAndReleaseCurrentSubTransaction();
+  }
+  PG_END_TRY();
+  MemoryContextSwitchTo(caller_context);
+  CurrentResourceOwner = caller_owner;
+  return completed;
+}
+
+}  // namespace pgi::bounded_wait
