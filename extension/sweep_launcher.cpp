@@ -124,6 +124,18 @@ void Tick() {
   // 1. Follow pg_database: add new databases, forget dropped ones.
   static Oid found[kMaxDatabases];
   const int found_count = ListDatabases(found, kMaxDatabases);
+  // Shared entries of databases that are gone (or no longer connectable):
+  // free them, so that creating and dropping databases never fills the table.
+  qsort(found, found_count, sizeof(Oid), oid_cmp);
+  for (DatabaseEntry& entry : state->databases) {
+    SpinLockAcquire(&state->mutex);
+    const Oid dboid = entry.pid == 0 ? entry.dboid : InvalidOid;
+    SpinLockRelease(&state->mutex);
+    if (dboid == InvalidOid || bsearch(&dboid, found, found_count, sizeof(Oid), oid_cmp) != nullptr) continue;
+    SpinLockAcquire(&state->mutex);
+    if (entry.dboid == dboid && entry.pid == 0) entry.dboid = InvalidOid;
+    SpinLockRelease(&state->mutex);
+  }
   for (int i = 0; i < db_count; i++) dbs[i].seen = false;
   for (int i = 0; i < found_count; i++) {
     if (LocalDb* db = FindLocal(found[i]); db != nullptr) {
