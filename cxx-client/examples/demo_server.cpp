@@ -123,6 +123,9 @@ void post_payment(const httplib::Request& req, httplib::Response& res) {
   const long long amount = body["amount"].get<long long>();
   const std::string currency = body["currency"].get<std::string>();
   const long long delay_ms = body.value("delay_ms", 0LL);
+  if (delay_ms < 0 || delay_ms > 60000) {
+    return send(res, idempotency::error_reply(400, "invalid_request", "delay_ms must be between 0 and 60000"));
+  }
 
   try {
     // Fingerprint: idempotency.fingerprint(body), computed by the server in the claim.
@@ -133,6 +136,8 @@ void post_payment(const httplib::Request& req, httplib::Response& res) {
   } catch (const idempotency::Error& e) {
     if (e.connection_error()) {
       send(res, idempotency::error_reply(503, "database_unavailable", e.what()));
+    } else if (e.sqlstate().rfind("22", 0) == 0) {  // e.g. JSON that jsonb refuses (\u0000)
+      send(res, idempotency::error_reply(400, "invalid_request", e.what()));
     } else {
       send(res, idempotency::error_reply(500, "database_error", std::string(e.sqlstate()) + ": " + e.what()));
     }

@@ -74,7 +74,16 @@ std::string trim(std::string s) {
 
 [[noreturn]] void throw_from(PGconn* conn, const PGresult* res, const char* what) {
   std::string message;
-  if (res != nullptr) message = trim(PQresultErrorMessage(res));
+  if (res != nullptr) {
+    // "primary. DETAIL: ... HINT: ..." without libpq's "ERROR:  " prefix.
+    if (const char* primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)) {
+      message = primary;
+      if (const char* detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL)) message += std::string(" DETAIL: ") + detail;
+      if (const char* hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT)) message += std::string(" HINT: ") + hint;
+    } else {
+      message = trim(PQresultErrorMessage(res));
+    }
+  }
   if (message.empty() && conn != nullptr) message = trim(PQerrorMessage(conn));
   if (message.empty()) message = std::string(what) + " failed";
   const char* state = res != nullptr ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
