@@ -47,6 +47,7 @@ struct LocalDb {
   BackgroundWorkerHandle* handle;  // in TopMemoryContext while Launched
   TimestampTz next_launch;
   bool seen;
+  bool woken;  // CREATE EXTENSION committed there since the worker was started
 };
 
 LocalDb dbs[kMaxDatabases];
@@ -141,7 +142,7 @@ void Tick() {
     if (LocalDb* db = FindLocal(found[i]); db != nullptr) {
       db->seen = true;
     } else if (db_count < kMaxDatabases) {
-      dbs[db_count++] = LocalDb{found[i], DbState::Unknown, nullptr, 0, true};
+      dbs[db_count++] = LocalDb{found[i], DbState::Unknown, nullptr, 0, true, false};
     }
   }
   for (int i = 0; i < db_count;) {
@@ -175,13 +176,9 @@ void Tick() {
     next_reprobe = now + kReprobeUs;
   }
   for (int i = 0; i < db_count; i++) {
-    if (dbs[i].state != DbState::Absent) continue;
     bool woken = wake_all;
     for (int w = 0; w < wake_count && !woken; w++) woken = wake[w] == dbs[i].dboid;
-    if (woken) {
-      dbs[i].state = DbState::Unknown;
-      dbs[i].next_launch = 0;
-    }
+    if (woken) dbs[i].woken = true;
   }
 
   // 3. Workers that ended: absent extension, or anything else (start again).
@@ -199,12 +196,16 @@ void Tick() {
     if (status == BGWH_STOPPED) {
       pfree(db.handle);
       db.handle = nullptr;
-      db.state = no_extension ? DbState::Absent : DbState::Unknown;
+      // A worker that found no extension but was started before a CREATE
+      // EXTENSION committed is not the last word: woken sends it again.
+      db.state = no_extension && !db.woken ? DbState::Absent : DbState::Unknown;
       db.next_launch = no_extension ? 0 : now + TickMs() * 1000;
     } else if (!has_extension) {
       probes++;
     }
   }
+  for (int i = 0; i < db_count; i++)
+    if (dbs[i].state == DbState::Absent && dbs[i].woken) dbs[i].state = DbState::Unknown;
 
   // 4. Start workers where one is due.
   for (int i = 0; i < db_count && probes < kMaxProbes; i++) {
@@ -229,6 +230,7 @@ void Tick() {
     }
     warned_no_slot = false;
     db.state = DbState::Launched;
+    db.woken = false;
     probes++;
   }
 }

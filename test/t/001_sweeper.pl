@@ -84,7 +84,7 @@ ok($late_pid ne '', 'CREATE EXTENSION starts a sweeper');
 note(sprintf('sweeper started %.2f s after CREATE EXTENSION', time - $t0));
 insert_expired($node, 'late', 'old', 300);
 $elapsed = wait_until(sub { key_count($node, 'late') == 0 }, 10);
-ok(defined $elapsed && $elapsed < 2.5, 'the new database is swept within about one interval')
+ok(defined $elapsed && $elapsed < 3, 'the new database is swept within about one interval')
   or diag("elapsed: " . ($elapsed // 'timeout'));
 
 # --- DROP EXTENSION stops it; CREATE EXTENSION again brings it back
@@ -121,7 +121,7 @@ ok(defined wait_until(sub { key_count($node, 'app', "scope = 'hup'") == 0 }, 3),
 	'sweep_interval back to 200ms after SIGHUP: swept');
 insert_expired($node, 'app', 'hup2', 100);
 $elapsed = wait_until(sub { key_count($node, 'app', "scope = 'hup2'") == 0 }, 3);
-ok(defined $elapsed && $elapsed < 1, 'at 200ms keys go within a second') or diag("elapsed: " . ($elapsed // 'timeout'));
+ok(defined $elapsed && $elapsed < 1.5, 'at 200ms keys go within about a second') or diag("elapsed: " . ($elapsed // 'timeout'));
 
 # --- batches: at most sweep_batch_size keys per transaction
 $node->safe_psql('postgres', "ALTER SYSTEM SET idempotency.sweep_batch_size = 70");
@@ -153,6 +153,23 @@ my $new_pid = wait_for_sweeper($node, 'app', 10, $app_pid);
 ok($new_pid ne '' && $new_pid ne $app_pid, 'a terminated sweeper is started again');
 insert_expired($node, 'app', 'term', 100);
 ok(defined wait_until(sub { key_count($node, 'app', "scope = 'term'") == 0 }, 5), 'and it sweeps');
+
+# --- pg_terminate_backend of the launcher: it comes back (bgw_restart_time),
+# its workers are replaced
+my $launcher = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_idempotency launcher'");
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($launcher)");
+my $new_launcher = '';
+wait_until(sub {
+	$new_launcher = $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_idempotency launcher'");
+	return $new_launcher ne '' && $new_launcher ne $launcher;
+}, 15);
+ok($new_launcher ne '' && $new_launcher ne $launcher, 'a terminated launcher is restarted');
+ok(wait_for_sweeper($node, 'app', 10, $new_pid) ne '', 'and a new sweeper runs in app');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_idempotency sweeper' AND datname = 'app'"),
+	'1', 'only one');
 
 # --- SIGTERM at shutdown is prompt
 $t0 = time;
