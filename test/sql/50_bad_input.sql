@@ -6,8 +6,8 @@
 -- Each call must give exactly the documented SQLSTATE, an error message (or
 -- its detail) that names the key, valid UTF-8 text, and leave idempotency.keys
 -- byte for byte (and xmin/ctid) unchanged. Calls that succeed are undone.
-CREATE EXTENSION IF NOT EXISTS pg_idempotency;
 SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pg_idempotency;
 SET idempotency.max_response_size = '1kB';
 
 -- Checksum of every row of the table, with its physical identity.

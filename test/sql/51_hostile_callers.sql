@@ -3,8 +3,8 @@
 -- tables, functions and operators first changes nothing; the functions run with
 -- the caller's rights (documented grants: the whole API; no grants: 42501 from
 -- every function and nothing changes).
-CREATE EXTENSION IF NOT EXISTS pg_idempotency;
 SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pg_idempotency;
 
 -- ------------------------------------------------------------------------
 -- 1. Injection strings and control characters, stored and matched literally.
