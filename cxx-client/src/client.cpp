@@ -178,12 +178,22 @@ struct Row {
     if (null(c)) return std::nullopt;
     return bytes(c);
   }
-  std::int64_t int8(int c) const { return static_cast<std::int64_t>(get_be(PQgetvalue(res, row, c), 8)); }
-  std::int32_t int4(int c) const { return static_cast<std::int32_t>(get_be(PQgetvalue(res, row, c), 4)); }
-  bool boolean(int c) const { return PQgetvalue(res, row, c)[0] != 0; }
+  // Binary values of a fixed width; anything else means the SQL types are not
+  // the ones in the contract.
+  const char* fixed(int c, int width) const {
+    if (PQgetlength(res, row, c) != width) {
+      throw Error("XX000", std::string("idempotency: result column ") + PQfname(res, c) + " has " +
+                               std::to_string(PQgetlength(res, row, c)) + " bytes, expected " +
+                               std::to_string(width) + " (extension version mismatch?)");
+    }
+    return PQgetvalue(res, row, c);
+  }
+  std::int64_t int8(int c) const { return static_cast<std::int64_t>(get_be(fixed(c, 8), 8)); }
+  std::int32_t int4(int c) const { return static_cast<std::int32_t>(get_be(fixed(c, 4), 4)); }
+  bool boolean(int c) const { return !null(c) && fixed(c, 1)[0] != 0; }
   std::optional<TimePoint> time(int c) const {
     if (null(c)) return std::nullopt;
-    return decode_timestamptz(PQgetvalue(res, row, c));
+    return decode_timestamptz(fixed(c, 8));
   }
   std::string jsonb(int c) const {  // version byte, then the text
     if (null(c) || PQgetlength(res, row, c) < 1) return std::string();
