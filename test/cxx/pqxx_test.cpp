@@ -175,3 +175,26 @@ TEST(Pqxx, FailingFinishRollsBackToTheSavepointAndReportsTheSqlstate) {
   EXPECT_EQ(pqxx_claim(tx, s, "k", std::nullopt).outcome, Outcome::Claimed);
   tx.commit();
 }
+
+TEST(Pqxx, OptionsTtlLeaseWait) {
+  pqxx::connection conn(conninfo());
+  const auto s = unique_scope();
+  pqxx::work tx(conn);
+  ClaimOptions o;
+  o.ttl = std::chrono::hours(2);
+  o.lease = std::chrono::seconds(30);
+  o.wait = std::chrono::milliseconds(100);
+  const auto now = Clock::now();
+  auto r = pqxx_claim(tx, s, "k", o);
+  ASSERT_EQ(r.outcome, Outcome::Claimed);
+  ASSERT_TRUE(r.expires_at && r.locked_until);
+  EXPECT_NEAR(std::chrono::duration<double>(*r.expires_at - now).count(), 7200.0, 10.0);
+  EXPECT_NEAR(std::chrono::duration<double>(*r.locked_until - now).count(), 30.0, 10.0);
+  o.ttl = std::chrono::milliseconds(0);
+  try {
+    pqxx_claim(tx, s, "k2", o);
+    ADD_FAILURE() << "ttl 0 accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.sqlstate(), "22023");
+  }
+}

@@ -62,17 +62,24 @@ auto translate(F&& f) -> decltype(f()) {
 
 // claim() through a libpqxx transaction (stored timestamps included).
 inline ClaimResult pqxx_claim(pqxx::transaction_base& tx, std::string_view scope, std::string_view key,
-                              const std::optional<std::string>& fingerprint) {
+                              const ClaimOptions& options) {
   static const std::string sql =
       "SELECT c.outcome::text, c.token, c.attempt, c.recovery_point, c.response_status, "
       "c.response_headers::text, c.response_body, "
       "(extract(epoch FROM c.expires_at) * 1000000)::int8, "
       "(extract(epoch FROM c.locked_until) * 1000000)::int8 "
-      "FROM idempotency.claim($1::text, $2::text, $3::bytea) AS c";
+      "FROM idempotency.claim($1::text, $2::text, $3::bytea, NULLIF($4, '')::interval, "
+      "NULLIF($5, '')::interval, $6::interval) AS c";
+  auto interval = [](const std::optional<std::chrono::milliseconds>& ms) {
+    return ms ? std::to_string(ms->count()) + " milliseconds" : std::string();
+  };
   return pqxx_detail::translate([&] {
     const std::string s = pqxx_detail::text_arg(scope), k = pqxx_detail::text_arg(key);
-    pqxx::row row = fingerprint ? tx.exec_params1(sql, s, k, pqxx::binarystring(*fingerprint))
-                                : tx.exec_params1(sql, s, k, nullptr);
+    const std::string ttl = interval(options.ttl), lease = interval(options.lease),
+                      wait = interval(options.wait.value_or(std::chrono::milliseconds(0)));
+    pqxx::row row = options.fingerprint
+                        ? tx.exec_params1(sql, s, k, pqxx::binarystring(*options.fingerprint), ttl, lease, wait)
+                        : tx.exec_params1(sql, s, k, nullptr, ttl, lease, wait);
     ClaimResult r;
     const std::string outcome = row[0].as<std::string>();
     r.outcome = outcome == "claimed"     ? Outcome::Claimed
@@ -92,6 +99,13 @@ inline ClaimResult pqxx_claim(pqxx::transaction_base& tx, std::string_view scope
   });
 }
 
+inline ClaimResult pqxx_claim(pqxx::transaction_base& tx, std::string_view scope, std::string_view key,
+                              const std::optional<std::string>& fingerprint) {
+  ClaimOptions options;
+  options.fingerprint = fingerprint;
+  return pqxx_claim(tx, scope, key, options);
+}
+
 // finish() through a libpqxx transaction.
 inline bool pqxx_finish(pqxx::transaction_base& tx, std::string_view scope, std::string_view key,
                         std::int64_t token, const Response& response) {
@@ -107,12 +121,12 @@ inline bool pqxx_finish(pqxx::transaction_base& tx, std::string_view scope, std:
 // Client::execute() for services that already use libpqxx: claim -> handler
 // -> finish inside tx (under a savepoint); the caller commits tx.
 inline ClaimResult pqxx_execute(pqxx::transaction_base& tx, std::string_view scope, std::string_view key,
-                                const std::optional<std::string>& fingerprint, const PqxxHandler& handler) {
+                                const ClaimOptions& options, const PqxxHandler& handler) {
   // Plain SAVEPOINT statements: libpqxx 6's subtransaction does not issue its
   // SAVEPOINT before exec_params(), so it cannot be relied on here.
   pqxx_detail::translate([&] { return tx.exec("SAVEPOINT idempotency_execute"); });
   try {
-    ClaimResult r = pqxx_claim(tx, scope, key, fingerprint);
+    ClaimResult r = pqxx_claim(tx, scope, key, options);
     if (r.outcome == Outcome::Claimed) {
       Response resp = handler(tx);
       pqxx_finish(tx, scope, key, *r.token, resp);
@@ -128,6 +142,13 @@ inline ClaimResult pqxx_execute(pqxx::transaction_base& tx, std::string_view sco
     }
     throw;
   }
+}
+
+inline ClaimResult pqxx_execute(pqxx::transaction_base& tx, std::string_view scope, std::string_view key,
+                                const std::optional<std::string>& fingerprint, const PqxxHandler& handler) {
+  ClaimOptions options;
+  options.fingerprint = fingerprint;
+  return pqxx_execute(tx, scope, key, options, handler);
 }
 
 }  // namespace idempotency
