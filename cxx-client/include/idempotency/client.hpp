@@ -131,6 +131,9 @@ class Client {
   // rolls back to the savepoint (the key is free again, the caller's earlier
   // work stays) and the caller's COMMIT makes the key and the work durable.
   // A connection in a failed transaction is refused with Error 25P02.
+  // The handler uses the connection synchronously and must not end the
+  // transaction itself (no COMMIT/ROLLBACK); a handler that swallows an SQL
+  // error leaves the transaction failed, which finish reports (25P02).
   ClaimResult execute(std::string_view scope, std::string_view key,
                       std::optional<std::string> fingerprint, const Handler& handler);
   ClaimResult execute(std::string_view scope, std::string_view key, const ClaimOptions& options,
