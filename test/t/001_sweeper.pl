@@ -146,6 +146,18 @@ $node->safe_psql('postgres', 'ALTER SYSTEM RESET idempotency.sweeper');
 $node->reload;
 ok(defined wait_until(sub { key_count($node, 'app', "scope = 'off'") == 0 }, 3), 'back on: swept');
 
+# --- lock_timeout: a sweep behind an ACCESS EXCLUSIVE lock gives up and retries
+insert_expired($node, 'app', 'lockwait', 100);
+$offset = -s $node->logfile;
+my $exclusive = $node->background_psql('app');
+$exclusive->query_safe('BEGIN; LOCK TABLE idempotency.keys IN ACCESS EXCLUSIVE MODE;');
+ok($node->wait_for_log(qr/pg_idempotency sweeper: sweep of database "app" failed after 0 keys: canceling statement due to lock timeout/, $offset),
+	'a sweep blocked by a table lock gives up after lock_timeout (WARNING)');
+$exclusive->query_safe('COMMIT');
+$exclusive->quit;
+ok(defined wait_until(sub { key_count($node, 'app', "scope = 'lockwait'") == 0 }, 5),
+	'and the next sweep deletes the keys');
+
 # --- pg_terminate_backend: the launcher starts it again
 $app_pid = sweeper_pid($node, 'app');
 $node->safe_psql('postgres', "SELECT pg_terminate_backend($app_pid)");

@@ -23,7 +23,6 @@ sub new_node
 		"idempotency.sweep_interval = '1s'",
 		"fsync = off",
 		"max_worker_processes = 16",
-		"log_min_messages = log",
 		@conf) . "\n");
 	$node->start;
 	return $node;
