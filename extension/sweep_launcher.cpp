@@ -80,7 +80,10 @@ int ListDatabases(Oid* out, int capacity) {
   HeapTuple tuple;
   while ((tuple = heap_getnext(scan, ForwardScanDirection)) != nullptr) {
     auto* db = reinterpret_cast<Form_pg_database>(GETSTRUCT(tuple));
-    if (!db->datallowconn || db->datistemplate || database_is_invalid_form(db)) continue;
+    if (!db->datallowconn || db->datistemplate) continue;
+#ifdef DATCONNLIMIT_INVALID_DB  // 15.4 and later: half-dropped databases
+    if (database_is_invalid_form(db)) continue;
+#endif
     if (count < capacity) {
       out[count++] = db->oid;
     } else if (!warned_full) {

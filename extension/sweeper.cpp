@@ -227,7 +227,8 @@ void Init() {
   shmem_startup_hook = AttachSharedMemory;
   previous_utility_hook = ProcessUtility_hook;
   ProcessUtility_hook = UtilityHook;
-  RegisterLauncher();
+  // pg_upgrade's server must not have workers connecting to its databases.
+  if (!IsBinaryUpgrade) RegisterLauncher();
 }
 
 }  // namespace pgi::sweeper
