@@ -23,6 +23,7 @@ sub new_node
 		"idempotency.sweep_interval = '1s'",
 		"fsync = off",
 		"max_worker_processes = 16",
+		"log_timezone = 'UTC'",
 		@conf) . "\n");
 	$node->start;
 	return $node;
