@@ -119,6 +119,41 @@ if wanted memory; then
   dropdb --if-exists torture_mem >/dev/null 2>&1
 fi
 
+# ---------------------------------------------------------------- sanitizers
+# The C++ client's GoogleTest suite under AddressSanitizer and
+# UndefinedBehaviorSanitizer, in a build directory of its own (kept between
+# runs so that it builds incrementally), against the cluster in PG*.
+if wanted sanitizers; then
+  if [ ! -f "$REPO_ROOT/CMakeLists.txt" ] || [ ! -d "$REPO_ROOT/test/cxx" ]; then
+    echo "# sanitizers: no C++ client build (CMakeLists.txt or test/cxx missing): skipped"
+  else
+    ASAN_DIR=${TORTURE_ASAN_DIR:-$REPO_ROOT/build/asan}
+    flags="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+    echo "# sanitizers: building test/cxx with $flags in $ASAN_DIR"
+    if cmake -S "$REPO_ROOT" -B "$ASAN_DIR" -DCMAKE_BUILD_TYPE=Debug -DIDEMPOTENCY_BUILD_EXAMPLES=OFF \
+         -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
+         -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" >"$WORK/asan-configure.log" 2>&1 &&
+       cmake --build "$ASAN_DIR" -j2 >"$WORK/asan-build.log" 2>&1; then
+      pass "sanitizers: the client and its tests build with ASan + UBSan"
+      # The consumer test installs and rebuilds the package: not a sanitizer concern.
+      (cd "$ASAN_DIR" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+         ctest --output-on-failure --timeout 300 -E consumer_find_package) >"$WORK/asan-ctest.log" 2>&1
+      rc=$?
+      tail -5 "$WORK/asan-ctest.log"
+      line=$(grep -E 'tests? failed out of [0-9]+' "$WORK/asan-ctest.log" | tail -1)
+      if [ $rc -eq 0 ] && [ -n "$line" ] && ! grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$WORK/asan-ctest.log"; then
+        pass "sanitizers: ctest clean under ASan + UBSan ($line)"
+      else
+        grep -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|Failed|\*\*\*' "$WORK/asan-ctest.log" | head -30
+        fail "sanitizers: ctest under ASan + UBSan (${line:-no summary})"
+      fi
+    else
+      tail -30 "$WORK/asan-configure.log" "$WORK/asan-build.log"
+      fail "sanitizers: build with ASan + UBSan"
+    fi
+  fi
+fi
+
 # ---------------------------------------------------------------- faults
 # Everything below runs on a cluster of its own (kill -9 of a backend makes
 # the postmaster reinitialise every connection).
