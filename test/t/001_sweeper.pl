@@ -87,6 +87,15 @@ $elapsed = wait_until(sub { key_count($node, 'late') == 0 }, 10);
 ok(defined $elapsed && $elapsed < 3, 'the new database is swept within about one interval')
   or diag("elapsed: " . ($elapsed // 'timeout'));
 
+# --- a CREATE EXTENSION that rolls back starts nothing
+$node->safe_psql('postgres', 'CREATE DATABASE rolled');
+$node->safe_psql('rolled', 'BEGIN; CREATE EXTENSION pg_idempotency; ROLLBACK;');
+usleep(1_500_000);
+is(sweeper_pid($node, 'rolled'), '', 'CREATE EXTENSION rolled back: no sweeper');
+$node->safe_psql('rolled', 'BEGIN; CREATE EXTENSION pg_idempotency; SELECT pg_sleep(0.3); COMMIT;');
+ok(wait_for_sweeper($node, 'rolled', 5) ne '', 'committed inside a transaction block: sweeper');
+$node->safe_psql('postgres', 'DROP DATABASE rolled');
+
 # --- DROP EXTENSION stops it; CREATE EXTENSION again brings it back
 $offset = -s $node->logfile;
 $node->safe_psql('late', 'DROP EXTENSION pg_idempotency');
@@ -182,6 +191,25 @@ ok(wait_for_sweeper($node, 'app', 10, $new_pid) ne '', 'and a new sweeper runs i
 is($node->safe_psql('postgres',
 		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_idempotency sweeper' AND datname = 'app'"),
 	'1', 'only one');
+
+# --- restart with several databases without the extension: each is probed
+# once (at most two at a time) and none keeps a worker
+$node->safe_psql('postgres', "CREATE DATABASE plain$_") for 1 .. 6;
+$offset = -s $node->logfile;
+$node->restart;
+ok(wait_for_sweeper($node, 'app', 10) ne '', 'after a restart the sweeper is back in app');
+ok(defined wait_until(sub {
+	my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile, $offset);
+	my $n = () = $log =~ /no extension pg_idempotency in database "(?:postgres|plain\d)", exiting/g;
+	return $n >= 7;
+}, 15), 'every database without the extension was probed once');
+usleep(1_500_000);
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_idempotency sweeper' AND datname <> 'app'"),
+	'0', 'no worker stays in databases without the extension');
+my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile, $offset);
+my $probes = () = $log =~ /no extension pg_idempotency in database "plain1", exiting/g;
+is($probes, 1, 'and each was probed only once');
 
 # --- SIGTERM at shutdown is prompt
 $t0 = time;
