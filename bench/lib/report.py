@@ -43,6 +43,7 @@ PAIRS = [
     ("1e", "1 new keys, sync_commit=on: ours / simple peer", "new_on", "ours", "simple", "tps", True, None, ""),
     ("1f", "1 new keys, sync_commit=on: ours / full peer", "new_on", "ours", "full", "tps", True, None, ""),
     ("2a", "2 replay: ours claim / PK SELECT", "replay", "ours", "pk", "tps", True, 0.9, ">= 0.9"),
+    ("2s", "2 replay: ours as SELECT claim(...) (no FROM) / PK SELECT", "replay", "scalar", "pk", "tps", True, None, ""),
     ("2b", "2 replay: ours / simple peer", "replay", "ours", "simple", "tps", True, None, ""),
     ("2c", "2 replay: ours / full peer", "replay", "ours", "full", "tps", True, None, ""),
     ("3a", "3 business txn: ours / no key calls", "biz", "ours", "plain", "tps", True, 0.8, ">= 0.8 (<= 25% overhead)"),
@@ -87,7 +88,7 @@ def table(outdir):
         o = runs.get((group, ours), {})
         b = runs.get((group, base), {}) if base else {}
         if not o:
-            rows.append((label, "not measured", "-", "-", ttext, "n/a"))
+            rows.append((label, "not measured", "-", "-", "-", ttext, "n/a"))
             continue
         om = statistics.median(o.values())
         if base is None:
@@ -95,10 +96,10 @@ def table(outdir):
             r_med = om
             verdict = "-" if target is None else ("met" if (om >= target) == higher else "missed")
             rows.append((label, fmt(om, unit) + f" {unit}", "-",
-                         f"{fmt(min(ratios), unit)}-{fmt(max(ratios), unit)} (n={len(ratios)})", ttext, verdict))
+                         f"{fmt(min(ratios), unit)}-{fmt(max(ratios), unit)} (n={len(ratios)})", "-", ttext, verdict))
             continue
         if not b:
-            rows.append((label, fmt(om, unit), "not measured", "-", ttext, "n/a"))
+            rows.append((label, fmt(om, unit), "not measured", "-", "-", ttext, "n/a"))
             continue
         bm = statistics.median(b.values())
         rounds = sorted(set(o) & set(b))
@@ -110,11 +111,19 @@ def table(outdir):
             verdict = "-"
         else:
             verdict = "met" if ((r_med >= target) if higher else (r_med <= target)) else "missed"
+        cpu = "-"
+        co, cb = runs.get(("cpu:" + group, ours), {}), runs.get(("cpu:" + group, base), {})
+        crounds = sorted(set(co) & set(cb))
+        if unit == "tps" and crounds:
+            cr = [cb[r] / co[r] for r in crounds if co[r]]
+            cpu = (f"{statistics.median(cr):.2f} ({min(cr):.2f}-{max(cr):.2f}; "
+                   f"{statistics.median(co.values()):.0f}/{statistics.median(cb.values()):.0f} us)")
         rows.append((label, f"{fmt(om, unit)} {unit}", f"{fmt(bm, unit)} {unit}",
-                     f"{r_med:.2f} ({min(ratios):.2f}-{max(ratios):.2f}, n={len(ratios)})", ttext, verdict))
+                     f"{r_med:.2f} ({min(ratios):.2f}-{max(ratios):.2f}, n={len(ratios)})", cpu, ttext, verdict))
         if unit in ("tps",) or group in ("sweeplat", "cxx", "sweep"):
             dat.append((pid, r_med, min(ratios), max(ratios), target if target is not None else -1))
-    head = ("workload", "ours", "baseline", "ratio median (min-max)", "target", "verdict")
+    head = ("workload", "ours", "baseline", "ratio median (min-max)",
+            "CPU ratio base/ours (min-max; ours/base us per txn)", "target", "verdict")
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     lines = [" | ".join(str(c).ljust(w) for c, w in zip(head, widths)),
              "-+-".join("-" * w for w in widths)]

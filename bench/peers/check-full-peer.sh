@@ -65,14 +65,15 @@ for line in open(path):
     if mode == 'peer':
         if create.match(line):
             run = ('\\i ' + peer) if not m.group(1) else \
-                  "SELECT NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'idempotency') AS need_peer \\gset\n\\if :need_peer\n\\i " + peer + "\n\\endif"
+                  "SELECT NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'idempotency') AS need_peer \\gset\n\\if :need_peer\n\\i " + peer + \
+                  "\n\\else\nDO $pk$BEGIN RAISE NOTICE 'extension \"pg_idempotency\" already exists, skipping' USING ERRCODE = '42710'; END$pk$;\n\\endif"
         elif drop.match(line):
             run = 'DROP SCHEMA ' + ('IF EXISTS ' if m.group(1) else '') + 'idempotency CASCADE;'
         else:
             run = '-- (peer skips) ' + stmt
     else:
         run = stmt
-    out += ['\\set ECHO none', run, '\\echo ' + "'" + stmt.replace("'", "\\'") + "'", '\\set ECHO all']
+    out += ['\\set ECHO none', '\\echo ' + "'" + stmt.replace("'", "\\'") + "'", run, '\\set ECHO all']
     rest = line[len(m.group(0)):]
     if rest.strip():
         out.append(rest)
@@ -84,7 +85,7 @@ sqlstate_only() { sed -E -e 's/^\\set VERBOSITY .*/\\set VERBOSITY sqlstate/' "$
 run_suite() {  # db mode(ext|peer) verbosity(raw|state) outdir
   local db=$1 mode=$2 verb=$3 dir=$4 t name
   mkdir -p "$dir"
-  psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+  psql -X -q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
   for t in "${tests[@]}"; do
     name=$(basename "$t" .sql)
     local src=$dir/$name.in
@@ -92,7 +93,7 @@ run_suite() {  # db mode(ext|peer) verbosity(raw|state) outdir
     if [ "$verb" = state ]; then sqlstate_only "$src" >"$src.2"; mv "$src.2" "$src"; fi
     timeout 300 psql -X -a -q -d "$db" <"$src" 2>&1 | grep -vx '\\set ECHO none' >"$dir/$name.out"
   done
-  psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
+  psql -X -q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
 }
 
 run_suite peer_check_raw peer raw "$OUT/peer-raw"
@@ -104,6 +105,19 @@ if [ -f "$(pg_config --sharedir 2>/dev/null || echo /usr/share/postgresql/15)/ex
   run_suite peer_check_peer peer state "$OUT/peer-state"
 fi
 
+# Behaviour only: message texts captured into result rows ("IK001: <text>")
+# become their SQLSTATE, and column widths are ignored.
+normalise() {
+  python3 -c '
+import re, sys
+for line in sys.stdin:
+    line = re.sub(r"\b([0-9A-Z]{5}): .*$", r"\1: <message>", line.rstrip("\n"))
+    line = re.sub(r"\s+", " ", line).strip()
+    if re.fullmatch(r"[-+]+", line):
+        line = "---"
+    print(line)'
+}
+
 printf '%-28s %12s %14s\n' test "raw diff" "behaviour diff"
 same=0; differ=0
 for t in "${tests[@]}"; do
@@ -114,11 +128,37 @@ for t in "${tests[@]}"; do
     raw=$(grep -c '^[-+][^-+]' "$OUT/$name.raw.diff")
   fi
   if [ -n "$have_ext" ]; then
-    diff -u "$OUT/ext-state/$name.out" "$OUT/peer-state/$name.out" >"$OUT/$name.behaviour.diff"
+    normalise <"$OUT/ext-state/$name.out" >"$OUT/ext-state/$name.norm"
+    normalise <"$OUT/peer-state/$name.out" >"$OUT/peer-state/$name.norm"
+    diff -u "$OUT/ext-state/$name.norm" "$OUT/peer-state/$name.norm" >"$OUT/$name.behaviour.diff"
     beh=$(grep -c '^[-+][^-+]' "$OUT/$name.behaviour.diff")
     if [ "$beh" -eq 0 ]; then same=$((same + 1)); else differ=$((differ + 1)); fi
   fi
   printf '%-28s %12s %14s\n' "$name" "$raw lines" "$beh lines"
 done
 echo "behaviour: $same tests identical to the extension, $differ differ (diffs in $OUT)"
+
+# Isolation specs (test/specs): the peer pre-installed in an existing database,
+# `CREATE EXTENSION` in the specs' setup replaced by a no-op, expected output
+# as for the extension.
+specs=("$TEST_DIR"/specs/*.spec)
+ISO=$(dirname "$(pg_config --pgxs 2>/dev/null || echo /usr/lib/postgresql/15/lib/pgxs/src/makefiles/pgxs.mk)")/../test/isolation/pg_isolation_regress
+if [ ${#specs[@]} -gt 0 ] && [ -x "$ISO" ]; then
+  mkdir -p "$OUT/iso/specs" "$OUT/iso/expected" "$OUT/iso/out"
+  names=()
+  for sp in "${specs[@]}"; do
+    n=$(basename "$sp" .spec); names+=("$n")
+    sed -E 's/^[[:space:]]*CREATE[[:space:]]+EXTENSION[[:space:]]+(IF[[:space:]]+NOT[[:space:]]+EXISTS[[:space:]]+)?pg_idempotency[^;]*;/  DO $$BEGIN END$$;/I' "$sp" >"$OUT/iso/specs/$n.spec"
+    [ -f "$TEST_DIR/expected/$n.out" ] && cp "$TEST_DIR/expected/$n.out" "$OUT/iso/expected/"
+  done
+  chmod -R a+rwX "$OUT/iso"
+  psql -X -q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS peer_check_iso" -c "CREATE DATABASE peer_check_iso" >/dev/null
+  psql -X -q -d peer_check_iso -c "SET client_min_messages = warning" -f "$PEER" >/dev/null
+  "$ISO" --use-existing --dbname=peer_check_iso --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" \
+    --inputdir="$OUT/iso" --outputdir="$OUT/iso/out" "${names[@]}" >"$OUT/iso/summary.txt" 2>&1
+  grep -E '^(ok|not ok|test|     )' "$OUT/iso/summary.txt" | sed 's/^/isolation: /'
+  grep -E 'tests (passed|failed)|of [0-9]+ tests' "$OUT/iso/summary.txt" | sed 's/^/isolation: /'
+  [ -s "$OUT/iso/out/regression.diffs" ] && echo "isolation diffs: $OUT/iso/out/regression.diffs"
+  psql -X -q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS peer_check_iso" >/dev/null 2>&1
+fi
 exit 0

@@ -55,30 +55,36 @@ CREATE TYPE peer_full.claim_result AS (
 
 -- Shared argument checks (22004 / 22023), as the extension's args layer does.
 CREATE FUNCTION peer_full._check_key(scope text, key text)
-RETURNS void LANGUAGE plpgsql IMMUTABLE AS $fn$
+RETURNS void LANGUAGE plpgsql IMMUTABLE
+  SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
   IF scope IS NULL OR key IS NULL THEN
-    RAISE EXCEPTION 'idempotency scope and key must not be NULL'
-      USING ERRCODE = '22004', HINT = 'Pass the scope and the client''s Idempotency-Key.';
+    RAISE EXCEPTION 'idempotency % must not be NULL (key %, scope %)',
+      CASE WHEN scope IS NULL THEN 'scope' ELSE 'key' END,
+      coalesce(quote_ident(key), 'NULL'), coalesce(quote_ident(scope), 'NULL')
+      USING ERRCODE = '22004', HINT = 'Pass the scope (tenant, user or endpoint) and the client''s idempotency key.';
   END IF;
   IF scope = '' OR octet_length(scope) > 255 THEN
-    RAISE EXCEPTION 'idempotency scope % must be 1 to 255 bytes long', quote_literal(left(scope, 64))
+    RAISE EXCEPTION 'idempotency scope must be 1 to 255 bytes, not % (key %)', octet_length(scope), quote_ident(key)
       USING ERRCODE = '22023';
   END IF;
   IF key = '' OR octet_length(key) > 255 THEN
-    RAISE EXCEPTION 'idempotency key % must be 1 to 255 bytes long', quote_literal(left(key, 64))
-      USING ERRCODE = '22023', HINT = 'Reject the request with 400.';
+    RAISE EXCEPTION 'idempotency key must be 1 to 255 bytes, not % (key %, scope %)', octet_length(key),
+      quote_ident(key), quote_ident(scope)
+      USING ERRCODE = '22023', HINT = 'Use a shorter key, for example a UUID.';
   END IF;
 END
 $fn$;
 
-CREATE FUNCTION peer_full._interval_setting(name text, given interval, fallback interval, what text)
-RETURNS interval LANGUAGE plpgsql STABLE AS $fn$
+CREATE FUNCTION peer_full._interval_setting(name text, given interval, fallback interval, what text, key text)
+RETURNS interval LANGUAGE plpgsql STABLE
+  SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE v interval;
 BEGIN
   v := coalesce(given, nullif(current_setting(name, true), '')::interval, fallback);
-  IF v <= interval '0' THEN
-    RAISE EXCEPTION '% must be positive, not %', what, v USING ERRCODE = '22023';
+  IF v <= interval '0' OR v > interval '100000 years' THEN
+    RAISE EXCEPTION '% must be positive and at most 100000 years, not % (key %)', what, v, quote_ident(key)
+      USING ERRCODE = '22023';
   END IF;
   RETURN v;
 END
@@ -87,7 +93,8 @@ $fn$;
 CREATE FUNCTION peer_full.claim(scope text, key text, fingerprint bytea DEFAULT NULL,
                                 ttl interval DEFAULT NULL, lease interval DEFAULT NULL,
                                 wait interval DEFAULT '0')
-RETURNS peer_full.claim_result LANGUAGE plpgsql VOLATILE AS $fn$
+RETURNS peer_full.claim_result LANGUAGE plpgsql VOLATILE
+  SET search_path = pg_catalog, pg_temp AS $fn$
 #variable_conflict use_column
 DECLARE
   r        peer_full.keys;
@@ -97,9 +104,13 @@ DECLARE
   v_lease  interval;
   v_token  bigint;
   lk       bigint;
-  deadline timestamptz;
+  old_timeout text;
   tries    int := 0;
   seen     boolean;
+  found_row boolean;
+  expired_seen boolean;
+  inserted boolean;
+  got      boolean;
 BEGIN
   -- Checks inlined on the hot path (a PERFORM of a helper costs an executor call).
   IF claim.scope IS NULL OR claim.key IS NULL THEN
@@ -113,17 +124,19 @@ BEGIN
   END IF;
   v_ttl := coalesce(claim.ttl, nullif(current_setting('peer_full.default_ttl', true), '')::interval, interval '24 hours');
   v_lease := coalesce(claim.lease, nullif(current_setting('peer_full.default_lease', true), '')::interval, interval '60 seconds');
-  IF v_ttl <= interval '0' OR v_lease <= interval '0' THEN
-    RAISE EXCEPTION 'ttl and lease must be positive, not % and % (idempotency key %)', v_ttl, v_lease,
-      quote_literal(claim.key) USING ERRCODE = '22023';
+  IF v_ttl <= interval '0' OR v_lease <= interval '0'
+     OR v_ttl > interval '100000 years' OR v_lease > interval '100000 years' THEN
+    RAISE EXCEPTION 'ttl and lease must be positive and at most 100000 years, not % and % (key %)', v_ttl, v_lease,
+      quote_ident(claim.key) USING ERRCODE = '22023';
   END IF;
   IF claim.wait < interval '0' THEN
-    RAISE EXCEPTION 'wait must not be negative, not %', claim.wait USING ERRCODE = '22023';
+    RAISE EXCEPTION 'wait must not be negative, not % (key %)', claim.wait, quote_ident(claim.key) USING ERRCODE = '22023';
   END IF;
 
   -- 1. Replays first, read-only: no lock, no row lock, no XID.
   SELECT * INTO r FROM peer_full.keys k WHERE k.scope = claim.scope AND k.key = claim.key;
-  seen := FOUND AND r.expires_at > t_now;
+  found_row := FOUND;
+  seen := found_row AND r.expires_at > t_now;
   IF seen THEN
     IF claim.fingerprint IS NOT NULL AND r.fingerprint IS NOT NULL AND r.fingerprint <> claim.fingerprint THEN
       res.outcome := 'mismatch';
@@ -158,48 +171,78 @@ BEGIN
     IF coalesce(claim.wait, interval '0') = interval '0' THEN
       RETURN res;
     END IF;
-    deadline := clock_timestamp() + claim.wait;
-    LOOP
-      IF clock_timestamp() >= deadline THEN
-        RETURN res;
-      END IF;
-      PERFORM pg_sleep(least(0.005, extract(epoch FROM deadline - clock_timestamp())));
-      EXIT WHEN pg_try_advisory_xact_lock(lk);
-    END LOOP;
+    -- Wait for the holder's transaction as a lock wait bounded by lock_timeout
+    -- (a subtransaction, on this rare path only); the caller's setting is kept.
+    old_timeout := current_setting('lock_timeout');
+    BEGIN
+      PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM claim.wait) * 1000))::bigint::text, true);
+      PERFORM pg_advisory_xact_lock(lk);
+      PERFORM set_config('lock_timeout', old_timeout, true);
+    EXCEPTION WHEN lock_not_available THEN
+      RETURN res;
+    END;
   END IF;
 
   v_token := (random() * 9.2e18 - 4.6e18)::bigint;
+  -- Only a sweep deleting an expired row holds a row lock without the key lock:
+  -- when the first look saw an expired row, wait for that row no longer than
+  -- `wait` (lock_timeout in a subtransaction, on this rare path only).
+  expired_seen := found_row AND r.expires_at <= t_now;
 
   LOOP
     tries := tries + 1;
-    -- 3. A new key: one INSERT. Nobody else can be inserting it (we hold the lock).
-    INSERT INTO peer_full.keys AS k (scope, key, fingerprint, state, token, attempt,
-                                     locked_until, created_at, expires_at)
-    VALUES (claim.scope, claim.key, claim.fingerprint, 'in_progress', v_token, 1,
-            t_now + v_lease, t_now, t_now + v_ttl)
-    ON CONFLICT (scope, key) DO NOTHING
-    RETURNING k.* INTO r;
-    EXIT WHEN FOUND;
-
-    -- 4. The row is there: lock it without waiting for anyone but a sweeper.
-    SELECT * INTO r FROM peer_full.keys k
-     WHERE k.scope = claim.scope AND k.key = claim.key FOR UPDATE SKIP LOCKED;
-    IF NOT FOUND THEN
-      SELECT * INTO r FROM peer_full.keys k WHERE k.scope = claim.scope AND k.key = claim.key;
-      IF FOUND AND r.expires_at > t_now THEN
-        -- A holder's finish/checkpoint is updating it right now.
+    IF expired_seen THEN
+      old_timeout := current_setting('lock_timeout');
+      BEGIN
+        PERFORM set_config('lock_timeout',
+          greatest(1, ceil(extract(epoch FROM coalesce(claim.wait, interval '0')) * 1000))::bigint::text, true);
+        INSERT INTO peer_full.keys AS k (scope, key, fingerprint, state, token, attempt,
+                                         locked_until, created_at, expires_at)
+        VALUES (claim.scope, claim.key, claim.fingerprint, 'in_progress', v_token, 1,
+                t_now + v_lease, t_now, t_now + v_ttl)
+        ON CONFLICT (scope, key) DO NOTHING
+        RETURNING k.* INTO r;
+        inserted := FOUND;
+        IF NOT inserted THEN
+          SELECT * INTO r FROM peer_full.keys k
+           WHERE k.scope = claim.scope AND k.key = claim.key FOR UPDATE;
+          got := FOUND;
+        END IF;
+        PERFORM set_config('lock_timeout', old_timeout, true);
+      EXCEPTION WHEN lock_not_available THEN
         res.outcome := 'in_progress';
         RETURN res;
+      END;
+      EXIT WHEN inserted;
+      IF NOT got THEN  -- swept meanwhile: insert afresh
+        expired_seen := false;
+        CONTINUE;
       END IF;
-      -- Expired (a sweeper may have it locked for a moment) or just deleted.
+    ELSE
+      -- 3. A new key: one INSERT. Nobody else can be inserting it (we hold the key lock).
+      INSERT INTO peer_full.keys AS k (scope, key, fingerprint, state, token, attempt,
+                                       locked_until, created_at, expires_at)
+      VALUES (claim.scope, claim.key, claim.fingerprint, 'in_progress', v_token, 1,
+              t_now + v_lease, t_now, t_now + v_ttl)
+      ON CONFLICT (scope, key) DO NOTHING
+      RETURNING k.* INTO r;
+      EXIT WHEN FOUND;
+
+      -- 4. The row is there: lock it. Holders' finish/checkpoint/release take the
+      -- key lock first, so nobody else can have it locked but a sweeper.
       SELECT * INTO r FROM peer_full.keys k
-       WHERE k.scope = claim.scope AND k.key = claim.key FOR UPDATE;
+       WHERE k.scope = claim.scope AND k.key = claim.key FOR UPDATE SKIP LOCKED;
       IF NOT FOUND THEN
-        IF tries > 3 THEN
+        SELECT * INTO r FROM peer_full.keys k WHERE k.scope = claim.scope AND k.key = claim.key;
+        IF FOUND AND r.expires_at <= t_now AND tries < 3 THEN
+          expired_seen := true;  -- a sweeper has it: wait for it as above
+          CONTINUE;
+        END IF;
+        IF FOUND OR tries >= 3 THEN
           res.outcome := 'in_progress';
           RETURN res;
         END IF;
-        CONTINUE;
+        CONTINUE;  -- deleted meanwhile
       END IF;
     END IF;
 
@@ -254,7 +297,8 @@ $fn$;
 
 CREATE FUNCTION peer_full.finish(scope text, key text, token bigint, response_status int,
                                  response_body bytea DEFAULT NULL, response_headers jsonb DEFAULT NULL)
-RETURNS boolean LANGUAGE plpgsql VOLATILE AS $fn$
+RETURNS boolean LANGUAGE plpgsql VOLATILE
+  SET search_path = pg_catalog, pg_temp AS $fn$
 #variable_conflict use_column
 DECLARE
   r     peer_full.keys;
@@ -276,6 +320,9 @@ BEGIN
       USING ERRCODE = '54000', HINT = 'Store a smaller response or raise peer_full.max_response_size.';
   END IF;
 
+  -- The key lock: a claim racing with this finish answers in_progress at once
+  -- instead of waiting for this transaction's row lock.
+  PERFORM pg_advisory_xact_lock(hashtextextended(finish.key, hashtext(finish.scope)));
   UPDATE peer_full.keys k
      SET state = 'completed', response_status = finish.response_status,
          response_body = finish.response_body, response_headers = finish.response_headers,
@@ -293,19 +340,23 @@ BEGIN
        AND r.response_headers IS NOT DISTINCT FROM finish.response_headers THEN
       RETURN false;
     END IF;
-    RAISE EXCEPTION 'idempotency key % was already finished with a different response', quote_literal(finish.key)
-      USING ERRCODE = 'IK002', HINT = 'A key stores one response; repeat finish only with the same one.';
+    RAISE EXCEPTION 'idempotency key "%" in scope "%" was already finished with a different response',
+      finish.key, finish.scope
+      USING ERRCODE = 'IK002',
+            DETAIL = format('Token %s stored status %s; this call gave status %s.', finish.token, r.response_status, finish.response_status),
+            HINT = 'A request''s response is stored once; replay the stored one instead of finishing again.';
   END IF;
-  RAISE EXCEPTION 'token % does not hold idempotency key % in scope %', finish.token,
-    quote_literal(finish.key), quote_literal(finish.scope)
-    USING ERRCODE = 'IK001',
-          HINT = 'The key expired, was released or was taken over after the lease ended; claim it again.';
+  RAISE EXCEPTION 'idempotency key "%" in scope "%" is not held by the given token', finish.key, finish.scope
+      USING ERRCODE = 'IK001',
+            DETAIL = format('Token %s: the key is absent, expired, completed or held by another claim.', finish.token),
+            HINT = 'Do not store a result for this request: claim the key again and act on the answer.';
 END
 $fn$;
 
 CREATE FUNCTION peer_full.checkpoint(scope text, key text, token bigint, recovery_point text,
                                      lease interval DEFAULT NULL)
-RETURNS timestamptz LANGUAGE plpgsql VOLATILE AS $fn$
+RETURNS timestamptz LANGUAGE plpgsql VOLATILE
+  SET search_path = pg_catalog, pg_temp AS $fn$
 #variable_conflict use_column
 DECLARE
   t_now   timestamptz := now();
@@ -317,24 +368,26 @@ BEGIN
     RAISE EXCEPTION 'token must not be NULL (idempotency key %)', quote_literal(checkpoint.key)
       USING ERRCODE = '22004';
   END IF;
-  v_lease := peer_full._interval_setting('peer_full.default_lease', checkpoint.lease, interval '60 seconds', 'lease');
+  v_lease := peer_full._interval_setting('peer_full.default_lease', checkpoint.lease, interval '60 seconds', 'lease', checkpoint.key);
+  PERFORM pg_advisory_xact_lock(hashtextextended(checkpoint.key, hashtext(checkpoint.scope)));
   UPDATE peer_full.keys k
      SET recovery_point = checkpoint.recovery_point, locked_until = t_now + v_lease
    WHERE k.scope = checkpoint.scope AND k.key = checkpoint.key AND k.token = checkpoint.token
      AND k.state = 'in_progress' AND k.expires_at > t_now
   RETURNING k.locked_until INTO v_until;
   IF NOT FOUND THEN
-    RAISE EXCEPTION 'token % does not hold idempotency key % in scope %', checkpoint.token,
-      quote_literal(checkpoint.key), quote_literal(checkpoint.scope)
+    RAISE EXCEPTION 'idempotency key "%" in scope "%" is not held by the given token', checkpoint.key, checkpoint.scope
       USING ERRCODE = 'IK001',
-            HINT = 'The key was finished, released, expired or taken over; stop and claim it again.';
+            DETAIL = format('Token %s: the key is absent, expired, completed or held by another claim.', checkpoint.token),
+            HINT = 'Do not store a result for this request: claim the key again and act on the answer.';
   END IF;
   RETURN v_until;
 END
 $fn$;
 
 CREATE FUNCTION peer_full.release(scope text, key text, token bigint)
-RETURNS boolean LANGUAGE plpgsql VOLATILE AS $fn$
+RETURNS boolean LANGUAGE plpgsql VOLATILE
+  SET search_path = pg_catalog, pg_temp AS $fn$
 #variable_conflict use_column
 BEGIN
   PERFORM peer_full._check_key(release.scope, release.key);
@@ -342,21 +395,23 @@ BEGIN
     RAISE EXCEPTION 'token must not be NULL (idempotency key %)', quote_literal(release.key)
       USING ERRCODE = '22004';
   END IF;
+  PERFORM pg_advisory_xact_lock(hashtextextended(release.key, hashtext(release.scope)));
   DELETE FROM peer_full.keys k
    WHERE k.scope = release.scope AND k.key = release.key AND k.token = release.token
      AND k.state = 'in_progress' AND k.expires_at > now();
   IF NOT FOUND THEN
-    RAISE EXCEPTION 'token % does not hold idempotency key % in scope %', release.token,
-      quote_literal(release.key), quote_literal(release.scope)
+    RAISE EXCEPTION 'idempotency key "%" in scope "%" is not held by the given token', release.key, release.scope
       USING ERRCODE = 'IK001',
-            HINT = 'Only the current holder of an in_progress key can release it.';
+            DETAIL = format('Token %s: the key is absent, expired, completed or held by another claim.', release.token),
+            HINT = 'Do not store a result for this request: claim the key again and act on the answer.';
   END IF;
   RETURN true;
 END
 $fn$;
 
 CREATE FUNCTION peer_full.lookup(scope text, key text)
-RETURNS peer_full.keys LANGUAGE plpgsql STABLE AS $fn$
+RETURNS peer_full.keys LANGUAGE plpgsql STABLE
+  SET search_path = pg_catalog, pg_temp AS $fn$
 #variable_conflict use_column
 DECLARE r peer_full.keys;
 BEGIN
@@ -374,7 +429,8 @@ $fn$;
 -- (by length, then bytes; duplicates dropped), numbers without trailing zeros
 -- or exponents, strings escaped as JSON does; then SHA-256.
 CREATE FUNCTION peer_full._canonical(j jsonb)
-RETURNS text LANGUAGE plpgsql IMMUTABLE STRICT AS $fn$
+RETURNS text LANGUAGE plpgsql IMMUTABLE STRICT
+  SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
   RETURN CASE jsonb_typeof(j)
     WHEN 'object' THEN '{' || coalesce((SELECT string_agg(to_json(e.k)::text || ':' || peer_full._canonical(e.v), ',' ORDER BY e.n)
@@ -389,12 +445,14 @@ END
 $fn$;
 
 CREATE FUNCTION peer_full.fingerprint(request jsonb)
-RETURNS bytea LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+RETURNS bytea LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp AS $fn$
   SELECT sha256(convert_to(peer_full._canonical(request), 'UTF8'))
 $fn$;
 
 CREATE FUNCTION peer_full.sweep(batch_size int DEFAULT NULL)
-RETURNS bigint LANGUAGE plpgsql VOLATILE AS $fn$
+RETURNS bigint LANGUAGE plpgsql VOLATILE
+  SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
   n   bigint;
   lim bigint := coalesce(batch_size, nullif(current_setting('peer_full.sweep_batch_size', true), '')::bigint, 10000);
@@ -418,10 +476,16 @@ END
 $fn$;
 
 -- No shared memory in PL/pgSQL: the view has the extension's shape, not its counts.
-CREATE VIEW peer_full.stats AS
-SELECT NULL::bigint AS claims, NULL::bigint AS replays, NULL::bigint AS in_progress,
-       NULL::bigint AS mismatches, NULL::bigint AS takeovers, NULL::bigint AS finishes,
-       NULL::bigint AS releases, NULL::bigint AS swept, NULL::timestamptz AS last_sweep_at;
+CREATE FUNCTION peer_full._stats(
+    OUT claims bigint, OUT replays bigint, OUT in_progress bigint, OUT mismatches bigint,
+    OUT takeovers bigint, OUT finishes bigint, OUT releases bigint, OUT swept bigint,
+    OUT last_sweep_at timestamptz)
+RETURNS record LANGUAGE sql STABLE
+  SET search_path = pg_catalog, pg_temp AS $fn$
+  SELECT NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint,
+         NULL::bigint, NULL::bigint, NULL::timestamptz
+$fn$;
+CREATE VIEW peer_full.stats AS SELECT * FROM peer_full._stats();
 
 -- Callers' rights, nothing granted to PUBLIC (as the extension does).
 REVOKE ALL ON FUNCTION
@@ -431,5 +495,6 @@ REVOKE ALL ON FUNCTION
     peer_full.release(text, text, bigint),
     peer_full.lookup(text, text),
     peer_full.fingerprint(jsonb),
-    peer_full.sweep(integer)
+    peer_full.sweep(integer),
+    peer_full._stats()
 FROM PUBLIC;
