@@ -136,7 +136,12 @@ PassResult SweepPass(bool sweep) noexcept {
       result.transactions++;
       result.deleted += static_cast<uint64>(deleted);
       if (deleted > 0) stats::Add(stats::Counter::Swept, static_cast<uint64>(deleted));
-      if (deleted < limit || limit == 0) break;
+      // A background worker must flush its table statistics itself (at most
+      // once a second unless forced): autovacuum learns of the dead rows from
+      // them, and pg_stat_user_tables shows the deletions.
+      const bool last = deleted < limit || limit == 0;
+      PgCall([last] { pgstat_report_stat(last); });
+      if (last) break;
       PgCall([] { CHECK_FOR_INTERRUPTS(); });  // SIGTERM between batches
     }
   } catch (const PgError& e) {

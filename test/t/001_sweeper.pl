@@ -68,6 +68,10 @@ $locker->quit;
 ok(defined wait_until(sub { key_count($node, 'app', "scope = 'locked'") == 0 }, 5),
 	'the skipped row goes once its lock is released');
 
+ok(defined wait_until(sub {
+	$node->safe_psql('app',
+		"SELECT n_tup_del FROM pg_stat_user_tables WHERE relid = 'idempotency.keys'::regclass") >= 521;
+}, 5), 'the sweeper\'s deletions reach pg_stat_user_tables (and so autovacuum)');
 my $stats = $node->safe_psql('app', 'SELECT swept, last_sweep_at IS NOT NULL FROM idempotency.stats');
 my ($swept, $has_last) = split /\|/, $stats;
 cmp_ok($swept, '>=', 522, 'stats.swept counts the sweeper\'s deletions');
