@@ -62,9 +62,10 @@ void SetSetting(const char* name, const char* value) {
 // a command that needs it free of sessions, or another worker is still there.
 bool Register() {
   SharedState* state = Shared();
+  const TimestampTz now = GetCurrentTimestamp();
   SpinLockAcquire(&state->mutex);
   DatabaseEntry* entry = FindDatabaseLocked(state, MyDatabaseId, true);
-  bool ok = entry != nullptr && entry->hold_until <= GetCurrentTimestamp() && entry->pid == 0;
+  bool ok = entry != nullptr && entry->hold_until <= now && entry->pid == 0;
   if (ok) entry->pid = MyProcPid;
   SpinLockRelease(&state->mutex);
   return ok;
