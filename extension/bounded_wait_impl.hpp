@@ -31,10 +31,16 @@ bool Run(int timeout_ms, Fn&& fn) {
     LockTimeout = saved_lock_timeout;
     MemoryContextSwitchTo(caller_context);
     ErrorData* error = CopyErrorData();
-    if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE) PG_RE_THROW();
     FlushErrorState();
-    FreeErrorData(error);
+    // Every error ends the subtransaction here, before it travels on: left
+    // open, the caller's PL/pgSQL handler or savepoint would roll back this
+    // one instead of its own, and at top level the session would stay in an
+    // aborted transaction block ("current transaction is aborted").
     RollbackAndReleaseCurrentSubTransaction();
+    MemoryContextSwitchTo(caller_context);
+    CurrentResourceOwner = caller_owner;
+    if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE) ReThrowError(error);
+    FreeErrorData(error);
   }
   PG_END_TRY();
   MemoryContextSwitchTo(caller_context);
