@@ -146,6 +146,7 @@ def plot(outdir, have_ratios):
     script = [
         "set terminal pngcairo size 1400,600 font ',10'" if pngcairo() else "set terminal png size 1400,600",
         f"set output '{os.path.join(outdir, 'bench.png')}'",
+        "set termoption noenhanced",
         "set multiplot layout 1,2",
     ]
     if have_ratios:
