@@ -10,7 +10,7 @@
 #   TORTURE_LONG=1   long mode: more clients, requests, keys and rounds; 1,000,000
 #                    claim/finish calls in the memory test
 #   TORTURE_ONLY=... run only the parts whose names contain one of the words
-#                    (load multistep memory kill crash sanitizers)
+#                    (load multistep memory waits kill crash sanitizers)
 # Prints "RESULT <passed> <failed>" last; exits non-zero when anything failed.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -71,11 +71,12 @@ if wanted load; then
     for round in $(seq 1 $LOAD_ROUNDS); do
       scope=load$round
       # Round 1 uses the default shape; later rounds shorter leases and a wider window.
-      lease=120; stall=180; window=8
-      [ $((round % 2)) -eq 0 ] && { lease=40; stall=60; window=16; }
+      # Even rounds: shorter leases, a wider window, and 25 % of claims wait up to 30 ms.
+      lease=120; stall=180; window=8; waitpct=0
+      [ $((round % 2)) -eq 0 ] && { lease=40; stall=60; window=16; waitpct=25; }
       echo "# load round $round: $LOAD_CLIENTS clients, $LOAD_REQUESTS requests, $LOAD_KEYS keys, lease ${lease}ms"
       if PGDATABASE=torture_load timeout 600 "$BIN" load --scope $scope --seed $round --clients $LOAD_CLIENTS \
-           --requests $LOAD_REQUESTS --keys $LOAD_KEYS --window $window --lease-ms $lease --stall-ms $stall; then
+           --requests $LOAD_REQUESTS --keys $LOAD_KEYS --window $window --lease-ms $lease --stall-ms $stall --wait-pct $waitpct --wait-ms 30; then
         pass "load round $round: no error except documented outcomes"
       else
         fail "load round $round: errors (see above)"
@@ -117,6 +118,75 @@ if wanted memory; then
   check "memory: flat inside the call" grep -qE '\| flat$' <<<"$(grep -A2 'in_call_at_end' <<<"$out")"
   check "memory: no key lock held after errors" grep -qE '^ none$' <<<"$out"
   dropdb --if-exists torture_mem >/dev/null 2>&1
+fi
+
+# ---------------------------------------------------------------- waits
+# claim(wait) against a holder in another session: bounded, wakes on the
+# holder's commit, and an error during the wait (statement_timeout, cancel)
+# leaves the session usable (no 25P02, no key lock left).
+if wanted waits; then
+  dropdb --if-exists torture_wait >/dev/null 2>&1
+  createdb torture_wait && psql -X -q -d torture_wait -c "CREATE EXTENSION IF NOT EXISTS pg_idempotency" 2>/dev/null
+  export PGDATABASE=torture_wait
+  # A holder: claims $1 in an open transaction, finishes and commits after $2 s.
+  wait_holder() {
+    psql -X -q -At >/dev/null 2>&1 <<SQL &
+BEGIN;
+SELECT token AS t FROM idempotency.claim('wait', '$1') \gset
+SELECT pg_sleep($2);
+SELECT idempotency.finish('wait', '$1', :t, 200);
+COMMIT;
+SQL
+    sleep 0.5
+  }
+  ms() { date +%s%3N; }
+  wait_holder bounded 3
+  t0=$(ms); got=$(psql -X -At -c "SELECT outcome FROM idempotency.claim('wait', 'bounded', wait => '400 ms')" 2>&1); t1=$(ms)
+  el=$((t1 - t0))
+  [ "$got" = in_progress ] && [ $el -ge 350 ] && [ $el -lt 2500 ] && pass "waits: claim(wait 400 ms) on a held key answers in_progress after ${el} ms" ||
+    fail "waits: claim(wait 400 ms) gave '$got' after ${el} ms"
+  t0=$(ms); got=$(psql -X -At -c "SELECT outcome FROM idempotency.claim('wait', 'bounded', wait => '10 s')" 2>&1); t1=$(ms)
+  el=$((t1 - t0))
+  [ "$got" = replay ] && [ $el -lt 6000 ] && pass "waits: claim(wait 10 s) wakes on the holder's commit and replays (${el} ms)" ||
+    fail "waits: claim(wait 10 s) gave '$got' after ${el} ms"
+  wait
+  for how in statement_timeout cancel; do
+    key=interrupted-$how
+    wait_holder $key 3
+    if [ $how = statement_timeout ]; then
+      pre="SET statement_timeout = '300ms';"
+    else
+      pre=""
+      ( sleep 0.8; psql -X -At -c "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%claim(''wait'', ''$key''%' AND pid <> pg_backend_pid() AND state = 'active'" >/dev/null ) &
+    fi
+    out=$(psql -X -At 2>&1 <<SQL
+$pre
+SELECT outcome FROM idempotency.claim('wait', '$key', wait => '10 s');
+SELECT 'next statement ok', pg_current_xact_id_if_assigned() IS NULL;
+SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND objsubid = 18865;
+DO \$\$ BEGIN
+  BEGIN
+    PERFORM idempotency.claim('wait', '$key', wait => '10 s');
+  EXCEPTION WHEN query_canceled THEN RAISE NOTICE 'caught in plpgsql';
+  END;
+END \$\$;
+SELECT 'after plpgsql ok', pg_current_xact_id_if_assigned() IS NULL, now() = statement_timestamp();
+SQL
+)
+    if grep -q 'canceling statement' <<<"$out" && grep -q '^next statement ok|t$' <<<"$out" && grep -q '^0$' <<<"$out" &&
+       ! grep -q 'current transaction is aborted' <<<"$out"; then
+      pass "waits: $how during claim(wait) leaves the session usable, no key lock held"
+    else
+      echo "$out"; fail "waits: $how during claim(wait) broke the session"
+    fi
+    if [ $how = statement_timeout ]; then
+      grep -q '^after plpgsql ok|t|t$' <<<"$out" && pass "waits: $how caught in PL/pgSQL, the transaction ends normally" ||
+        { echo "$out"; fail "waits: $how caught in PL/pgSQL left a transaction open"; }
+    fi
+    wait
+  done
+  unset PGDATABASE
+  dropdb --if-exists torture_wait >/dev/null 2>&1
 fi
 
 # ---------------------------------------------------------------- sanitizers

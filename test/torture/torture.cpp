@@ -44,6 +44,8 @@ struct Options {
   bool tolerate_disconnect = false;
   std::string scope = "torture";
   int steps = 3;         // multistep
+  int wait_pct = 0;      // share of claims that wait for a holder
+  int wait_ms = 30;
 };
 
 std::atomic<long> next_request{0};
@@ -145,7 +147,7 @@ std::string Fingerprint(const std::string& key, bool odd) {
 const char* kClaimSql =
     "SELECT outcome::text, token, attempt, recovery_point, response_status,"
     " encode(response_body, 'escape'), response_headers::text"
-    " FROM idempotency.claim($1, $2, decode($3, 'hex'), NULL, $4::interval, '0')";
+    " FROM idempotency.claim($1, $2, decode($3, 'hex'), NULL, $4::interval, $5::interval)";
 
 struct Seen {
   char kind;  // F finished (commit acknowledged), R replayed, S step done (multistep)
@@ -175,7 +177,8 @@ void LoadWorker(const Options& o, int id, std::vector<Seen>* seen) {
     const bool odd = pct(rng) < 3;
     try {
       conn->must("BEGIN", {}, key);
-      auto c = conn->must(kClaimSql, {o.scope, key, Fingerprint(key, odd), lease}, "claim " + key);
+      const std::string wait = pct(rng) < o.wait_pct ? std::to_string(o.wait_ms) + " milliseconds" : "0";
+      auto c = conn->must(kClaimSql, {o.scope, key, Fingerprint(key, odd), lease, wait}, "claim " + key);
       if (!c) continue;
       const std::string outcome = c->get(0);
       if (outcome == "replay") {
@@ -281,7 +284,7 @@ void MultiStepWorker(const Options& o, int id, std::vector<Seen>* seen) {
     const int k = (base + std::uniform_int_distribution<int>(0, o.window - 1)(rng)) % o.keys;
     const std::string key = "m" + std::to_string(k);
     try {
-      auto c = conn->must(kClaimSql, {o.scope, key, Fingerprint(key, false), lease}, "claim " + key);
+      auto c = conn->must(kClaimSql, {o.scope, key, Fingerprint(key, false), lease, "0"}, "claim " + key);
       if (!c) continue;
       const std::string outcome = c->get(0);
       if (outcome == "replay") {
@@ -433,7 +436,7 @@ CREATE TABLE IF NOT EXISTS torture.deaths (seq bigint DEFAULT nextval('torture.s
 int Usage() {
   std::fprintf(stderr,
                "usage: torture setup|load|multistep [--clients N] [--requests N] [--keys N] [--window N] [--passes N]\n"
-               "       [--lease-ms N] [--stall-ms N] [--seed N] [--scope S] [--steps N]\n"
+               "       [--lease-ms N] [--stall-ms N] [--seed N] [--scope S] [--steps N] [--wait-pct P] [--wait-ms N]\n"
                "       [--tolerate-disconnect] [--conninfo STR]\n");
   return 2;
 }
@@ -460,6 +463,8 @@ int main(int argc, char** argv) {
     else if (a == "--seed") o.seed = static_cast<unsigned>(std::stoul(next()));
     else if (a == "--scope") o.scope = next();
     else if (a == "--steps") o.steps = std::stoi(next());
+    else if (a == "--wait-pct") o.wait_pct = std::stoi(next());
+    else if (a == "--wait-ms") o.wait_ms = std::stoi(next());
     else if (a == "--conninfo") o.conninfo = next();
     else if (a == "--tolerate-disconnect") o.tolerate_disconnect = true;
     else return Usage();
