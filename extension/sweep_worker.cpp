@@ -162,8 +162,7 @@ PassResult SweepPass(bool sweep) noexcept {
     AbortCurrentTransaction();
     disable_timeout(STATEMENT_TIMEOUT, false);
     ereport(WARNING, (errmsg("pg_idempotency sweeper: sweep of database \"%s\" failed after %llu keys: %s",
-                             database_name, static_cast<unsigned long long>(result.deleted),
-                             message),
+                             database_name, static_cast<unsigned long long>(result.deleted), message),
                       errhint("The sweeper tries again after idempotency.sweep_interval.")));
   }
   if (result.deleted > 0 || (sweep && result.end == PassEnd::Done)) stats::NoteSweep();
@@ -219,8 +218,8 @@ void pg_idempotency_sweeper_main(Datum main_arg) {
       const double ms = seconds * 1000.0 + microseconds / 1000.0;
       ereport(LOG, (errmsg("pg_idempotency sweeper: deleted %llu expired keys in database \"%s\" in %.1f ms "
                            "(%d transactions, %.0f keys/s)",
-                           static_cast<unsigned long long>(pass.deleted), database_name, ms,
-                           pass.transactions, ms > 0 ? pass.deleted * 1000.0 / ms : 0.0)));
+                           static_cast<unsigned long long>(pass.deleted), database_name, ms, pass.transactions,
+                           ms > 0 ? pass.deleted * 1000.0 / ms : 0.0)));
     }
     pgstat_report_activity(STATE_IDLE, nullptr);
     (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, settings::SweepIntervalMs(),

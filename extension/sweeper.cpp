@@ -149,8 +149,7 @@ void UtilityHook(PlannedStmt* pstmt, const char* query_string, bool read_only_tr
   bool creates_extension = false;
   switch (nodeTag(statement)) {
     case T_CreateExtensionStmt:
-      creates_extension =
-          std::strcmp(reinterpret_cast<CreateExtensionStmt*>(statement)->extname, kExtensionName) == 0;
+      creates_extension = std::strcmp(reinterpret_cast<CreateExtensionStmt*>(statement)->extname, kExtensionName) == 0;
       break;
     case T_DropdbStmt:
       FreeDatabase(reinterpret_cast<DropdbStmt*>(statement)->dbname);
