@@ -79,7 +79,7 @@ VALUES ('pgi52_a:orders', 'old1', 'completed', 1, 1, now() - interval '2 days', 
 SET LOCAL ROLE pgi52_a;
 SELECT idempotency.sweep() AS swept_by_a;
 RESET ROLE;
-SELECT key FROM idempotency.keys WHERE key LIKE 'old%' ORDER BY key;
+SELECT key FROM idempotency.keys WHERE scope LIKE 'pgi52_%' AND key LIKE 'old%' ORDER BY key;
 ROLLBACK;
 
 -- B still has its keys and can finish its own.
