@@ -27,7 +27,8 @@
 //   TABLESPACE and ALTER DATABASE ... RENAME need the database free of other
 //   sessions. The same hook asks that database's worker to end (SIGTERM) and
 //   holds the launcher off it for 10 s, so those commands succeed without
-//   FORCE. Template databases (datistemplate) and databases that refuse
+//   FORCE. Only when the command's issuer owns the database (or is a
+//   superuser): others could not run it anyway. Template databases (datistemplate) and databases that refuse
 //   connections are never swept.
 // * A worker that ends any other way (crash, pg_terminate_backend, error) is
 //   started again by the launcher one tick later. A kill -9 makes the
@@ -49,6 +50,7 @@ extern "C" {
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 }
 
 namespace pgi::sweeper {
@@ -121,7 +123,9 @@ void OnTransactionEnd(XactEvent event, void*) {
 void FreeDatabase(const char* name) {
   if (shared == nullptr || name == nullptr) return;
   const Oid dboid = get_database_oid(name, true);
-  if (!OidIsValid(dboid)) return;
+  // Only for those the command may succeed for (owners, superusers): nobody
+  // else can pause another database's sweeper by issuing a doomed DROP.
+  if (!OidIsValid(dboid) || !pg_database_ownercheck(dboid, GetUserId())) return;
   const TimestampTz hold_until = GetCurrentTimestamp() + kHoldUs;
   pid_t pid = 0;
   SpinLockAcquire(&shared->mutex);

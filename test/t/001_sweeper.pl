@@ -121,6 +121,14 @@ note(sprintf('CREATE DATABASE TEMPLATE + DROP DATABASE took %.2f s', time - $t0)
 ok(wait_for_sweeper($node, 'late_copy', 5) ne '', 'the copy (it has the extension) is found and swept');
 $node->safe_psql('postgres', 'DROP DATABASE late_copy');
 
+# --- a role that does not own the database cannot pause its sweeper
+my $app_before = sweeper_pid($node, 'app');
+$node->safe_psql('postgres', 'CREATE ROLE intruder LOGIN');
+($rc, $out, $err) = $node->psql('postgres', 'DROP DATABASE app', extra_params => [ '-U', 'intruder' ]);
+isnt($rc, 0, 'DROP DATABASE by a non-owner fails');
+usleep(300_000);
+is(sweeper_pid($node, 'app'), $app_before, 'and leaves the sweeper alone');
+
 # --- SIGHUP changes the interval
 $node->safe_psql('postgres', "ALTER SYSTEM SET idempotency.sweep_interval = '1h'");
 $node->reload;
