@@ -10,7 +10,7 @@
 #   TORTURE_LONG=1   long mode: more clients, requests, keys and rounds; 1,000,000
 #                    claim/finish calls in the memory test
 #   TORTURE_ONLY=... run only the parts whose names contain one of the words
-#                    (load multistep memory waits kill crash sanitizers)
+#                    (load ttl multistep memory waits kill crash sanitizers)
 # Prints "RESULT <passed> <failed>" last; exits non-zero when anything failed.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,10 +30,10 @@ wanted() {
 
 if [ -n "${TORTURE_LONG:-}" ]; then
   LOAD_ROUNDS=5; LOAD_CLIENTS=32; LOAD_REQUESTS=100000; LOAD_KEYS=2000
-  MS_REQUESTS=20000; MS_KEYS=1000; MEM_CALLS=1000000; CRASH_ROUNDS=3
+  MS_REQUESTS=20000; MS_KEYS=1000; MEM_CALLS=1000000; CRASH_ROUNDS=3; TTL_ROUNDS=3; TTL_REQUESTS=100000
 else
   LOAD_ROUNDS=2; LOAD_CLIENTS=16; LOAD_REQUESTS=12000; LOAD_KEYS=300
-  MS_REQUESTS=3000; MS_KEYS=200; MEM_CALLS=100000; CRASH_ROUNDS=1
+  MS_REQUESTS=3000; MS_KEYS=200; MEM_CALLS=100000; CRASH_ROUNDS=1; TTL_ROUNDS=1; TTL_REQUESTS=20000
 fi
 
 WORK=$(mktemp -d /tmp/torture7.XXXXXX)
@@ -85,6 +85,29 @@ if wanted load; then
     done
   else
     fail "load: could not create the database"
+  fi
+fi
+
+# ---------------------------------------------------------------- ttl
+# Short ttl: keys expire mid-run, are swept (background sweeper plus a
+# connection calling sweep(100) every 20 ms) and claimed again; each ttl
+# window of a key must be completed at most once.
+if wanted ttl; then
+  if fresh_db torture_ttl; then
+    for round in $(seq 1 $TTL_ROUNDS); do
+      scope=ttl$round
+      echo "# ttl round $round: 16 clients, $TTL_REQUESTS requests, 300 keys, ttl 200 ms, lease 60 ms"
+      if PGDATABASE=torture_ttl timeout 600 "$BIN" load --scope $scope --seed $((50 + round)) --clients 16 \
+           --requests $TTL_REQUESTS --keys 300 --window 16 --passes 10 --lease-ms 60 --stall-ms 90 --ttl-ms 200 \
+           --wait-pct 20 --wait-ms 30 --sweep-ms 20; then
+        pass "ttl round $round: no error except documented outcomes"
+      else
+        fail "ttl round $round: errors (see above)"
+      fi
+      invariants "ttl round $round" "$HERE/invariants_ttl.sql" -d torture_ttl -v scope=$scope
+    done
+  else
+    fail "ttl: could not create the database"
   fi
 fi
 

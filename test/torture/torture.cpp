@@ -46,6 +46,8 @@ struct Options {
   int steps = 3;         // multistep
   int wait_pct = 0;      // share of claims that wait for a holder
   int wait_ms = 30;
+  int ttl_ms = 0;        // 0: the default (24 h); short: keys expire and are swept mid-run
+  int sweep_ms = 0;      // > 0: one more connection calls sweep(100) this often
 };
 
 std::atomic<long> next_request{0};
@@ -146,8 +148,8 @@ std::string Fingerprint(const std::string& key, bool odd) {
 
 const char* kClaimSql =
     "SELECT outcome::text, token, attempt, recovery_point, response_status,"
-    " encode(response_body, 'escape'), response_headers::text"
-    " FROM idempotency.claim($1, $2, decode($3, 'hex'), NULL, $4::interval, $5::interval)";
+    " encode(response_body, 'escape'), response_headers::text, expires_at"
+    " FROM idempotency.claim($1, $2, decode($3, 'hex'), $6::interval, $4::interval, $5::interval)";
 
 struct Seen {
   char kind;  // F finished (commit acknowledged), R replayed, S step done (multistep)
@@ -166,6 +168,7 @@ void LoadWorker(const Options& o, int id, std::vector<Seen>* seen) {
     return;
   }
   const std::string lease = std::to_string(o.lease_ms) + " milliseconds";
+  const std::string ttl = o.ttl_ms > 0 ? std::to_string(o.ttl_ms) + " milliseconds" : "24 hours";
   for (;;) {
     const long r = next_request++;
     if (r >= o.requests) break;
@@ -178,7 +181,7 @@ void LoadWorker(const Options& o, int id, std::vector<Seen>* seen) {
     try {
       conn->must("BEGIN", {}, key);
       const std::string wait = pct(rng) < o.wait_pct ? std::to_string(o.wait_ms) + " milliseconds" : "0";
-      auto c = conn->must(kClaimSql, {o.scope, key, Fingerprint(key, odd), lease, wait}, "claim " + key);
+      auto c = conn->must(kClaimSql, {o.scope, key, Fingerprint(key, odd), lease, wait, ttl}, "claim " + key);
       if (!c) continue;
       const std::string outcome = c->get(0);
       if (outcome == "replay") {
@@ -220,8 +223,10 @@ void LoadWorker(const Options& o, int id, std::vector<Seen>* seen) {
         counts.abandoned++;
         continue;
       }
-      auto b = conn->must("INSERT INTO torture.business (scope, key, token) VALUES ($1, $2, $3) RETURNING id",
-                          {o.scope, key, token}, "business " + key);
+      auto b = conn->must(
+          "INSERT INTO torture.business (scope, key, token, claimed_at, expires_at)"
+          " VALUES ($1, $2, $3, now(), $4) RETURNING id",
+          {o.scope, key, token, c->get(7)}, "business " + key);
       if (!b) {
         (*holders)[k]--;
         continue;
@@ -284,7 +289,7 @@ void MultiStepWorker(const Options& o, int id, std::vector<Seen>* seen) {
     const int k = (base + std::uniform_int_distribution<int>(0, o.window - 1)(rng)) % o.keys;
     const std::string key = "m" + std::to_string(k);
     try {
-      auto c = conn->must(kClaimSql, {o.scope, key, Fingerprint(key, false), lease, "0"}, "claim " + key);
+      auto c = conn->must(kClaimSql, {o.scope, key, Fingerprint(key, false), lease, "0", "24 hours"}, "claim " + key);
       if (!c) continue;
       const std::string outcome = c->get(0);
       if (outcome == "replay") {
@@ -423,7 +428,8 @@ const char* kSetup = R"SQL(
 CREATE EXTENSION IF NOT EXISTS pg_idempotency;
 CREATE SCHEMA IF NOT EXISTS torture;
 CREATE TABLE IF NOT EXISTS torture.business (id bigserial PRIMARY KEY, scope text NOT NULL, key text NOT NULL,
-                                             token bigint NOT NULL, at timestamptz DEFAULT clock_timestamp());
+                                             token bigint NOT NULL, at timestamptz DEFAULT clock_timestamp(),
+                                             claimed_at timestamptz, expires_at timestamptz);
 CREATE TABLE IF NOT EXISTS torture.seen (scope text NOT NULL, kind char NOT NULL, key text NOT NULL, value text);
 CREATE SEQUENCE IF NOT EXISTS torture.seq;
 CREATE TABLE IF NOT EXISTS torture.external (seq bigint DEFAULT nextval('torture.seq'), scope text, key text,
@@ -436,7 +442,7 @@ CREATE TABLE IF NOT EXISTS torture.deaths (seq bigint DEFAULT nextval('torture.s
 int Usage() {
   std::fprintf(stderr,
                "usage: torture setup|load|multistep [--clients N] [--requests N] [--keys N] [--window N] [--passes N]\n"
-               "       [--lease-ms N] [--stall-ms N] [--seed N] [--scope S] [--steps N] [--wait-pct P] [--wait-ms N]\n"
+               "       [--lease-ms N] [--stall-ms N] [--seed N] [--scope S] [--steps N] [--wait-pct P] [--wait-ms N] [--ttl-ms N] [--sweep-ms N]\n"
                "       [--tolerate-disconnect] [--conninfo STR]\n");
   return 2;
 }
@@ -465,6 +471,8 @@ int main(int argc, char** argv) {
     else if (a == "--steps") o.steps = std::stoi(next());
     else if (a == "--wait-pct") o.wait_pct = std::stoi(next());
     else if (a == "--wait-ms") o.wait_ms = std::stoi(next());
+    else if (a == "--ttl-ms") o.ttl_ms = std::stoi(next());
+    else if (a == "--sweep-ms") o.sweep_ms = std::stoi(next());
     else if (a == "--conninfo") o.conninfo = next();
     else if (a == "--tolerate-disconnect") o.tolerate_disconnect = true;
     else return Usage();
@@ -487,7 +495,27 @@ int main(int argc, char** argv) {
   std::vector<std::thread> threads;
   for (int t = 0; t < o.clients; t++)
     threads.emplace_back(mode == "load" ? LoadWorker : MultiStepWorker, std::cref(o), t, &seen[t]);
+  std::atomic<bool> done{false};
+  std::atomic<long> swept{0};
+  std::thread sweeper;
+  if (o.sweep_ms > 0)
+    sweeper = std::thread([&] {
+      try {
+        Conn c(o, o.tolerate_disconnect);
+        while (!done) {
+          auto r = c.exec("SELECT idempotency.sweep(100)");
+          if (!r->ok()) Fail(std::string("sweep: ") + PQresultErrorMessage(r->res));
+          else swept += std::atol(r->get(0).c_str());
+          std::this_thread::sleep_for(std::chrono::milliseconds(o.sweep_ms));
+        }
+      } catch (const Disconnected&) {
+        if (!o.tolerate_disconnect) Fail("sweeper connection lost");
+      }
+    });
   for (auto& t : threads) t.join();
+  done = true;
+  if (sweeper.joinable()) sweeper.join();
+  if (o.sweep_ms > 0) std::printf("sweep(): %ld keys deleted during the run\n", swept.load());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   WriteSeen(o, seen);
   std::printf(
