@@ -229,6 +229,7 @@ void pg_idempotency_sweeper_main(Datum main_arg) {
       PgCall([] { CHECK_FOR_INTERRUPTS(); });  // SIGTERM exits here (FATAL); a stray cancel is ignored
     } catch (const PgError& e) {
       FreeErrorData(e.data());
+    } catch (...) {  // PgCall throws nothing else; never let anything reach C
     }
   }
 }
