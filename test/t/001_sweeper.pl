@@ -207,8 +207,9 @@ is($node->safe_psql('postgres',
 # --- restart with several databases without the extension: each is probed
 # once (at most two at a time) and none keeps a worker
 $node->safe_psql('postgres', "CREATE DATABASE plain$_") for 1 .. 6;
+$node->stop('fast');
 $offset = -s $node->logfile;
-$node->restart;
+$node->start;
 ok(wait_for_sweeper($node, 'app', 10) ne '', 'after a restart the sweeper is back in app');
 ok(defined wait_until(sub {
 	my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile, $offset);
