@@ -48,6 +48,7 @@ struct Options {
   int wait_ms = 30;
   int ttl_ms = 0;        // 0: the default (24 h); short: keys expire and are swept mid-run
   int sweep_ms = 0;      // > 0: one more connection calls sweep(100) this often
+  std::string isolation = "read committed";
 };
 
 std::atomic<long> next_request{0};
@@ -57,12 +58,18 @@ std::mutex out_mutex;
 struct Counts {
   std::atomic<long> claimed{0}, replay{0}, in_progress{0}, mismatch{0}, takeovers{0};
   std::atomic<long> finished{0}, rolled_back{0}, released{0}, stalled{0}, abandoned{0};
-  std::atomic<long> disconnects{0}, fenced{0}, deaths{0}, resumed{0}, steps_done{0};
+  std::atomic<long> disconnects{0}, fenced{0}, deaths{0}, resumed{0}, steps_done{0}, serialization{0};
 } counts;
 
 // Client-side view of who holds which key (between a `claimed` answer and the
 // moment the holder sends COMMIT/ROLLBACK): two holders at once is a violation.
-std::vector<std::atomic<int>>* holders = nullptr;
+// error_drops counts holds that ended because a statement failed: the server
+// aborts the transaction (and frees the key) before the client learns of it.
+struct KeySlot {
+  std::atomic<int> count{0};
+  std::atomic<long> error_drops{0};
+};
+std::vector<KeySlot>* holders = nullptr;
 
 void Fail(const std::string& what) {
   failures++;
@@ -71,6 +78,36 @@ void Fail(const std::string& what) {
 }
 
 class Disconnected : public std::exception {};
+// A serialization failure (40001) under REPEATABLE READ / SERIALIZABLE: a
+// documented outcome; the request is rolled back and counted.
+class SerializationFailure : public std::exception {};
+
+// Marks a key as held by this client until dropped (or destroyed).
+struct Hold {
+  KeySlot* slot = nullptr;
+  void take(KeySlot& s, const std::string& key);
+  void drop(bool by_error = false) {
+    if (!slot) return;
+    if (by_error) slot->error_drops++;
+    slot->count--;
+    slot = nullptr;
+  }
+  ~Hold() { drop(std::uncaught_exceptions() > 0); }
+};
+void Hold::take(KeySlot& s, const std::string& key) {
+  const long errors_before = s.error_drops.load();
+  if (s.count.fetch_add(1) != 0) {
+    // Excused only if the other holder is about to learn that an error ended
+    // its transaction (and so released the key) before this claim.
+    bool excused = false;
+    for (int i = 0; i < 200 && !excused; i++) {
+      if (s.error_drops.load() != errors_before) excused = true;
+      else std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!excused) Fail("two holders at once for " + key);
+  }
+  slot = &s;
+}
 
 struct Result {
   PGresult* res = nullptr;
@@ -94,6 +131,7 @@ class Conn {
  public:
   Conn(const Options& o, bool tolerate) : tolerate_(tolerate) {
     c_ = PQconnectdb(o.conninfo.c_str());
+    PQsetNoticeProcessor(c_, [](void*, const char*) {}, nullptr);
     if (PQstatus(c_) != CONNECTION_OK) {
       std::string msg = PQerrorMessage(c_);
       PQfinish(c_);
@@ -107,6 +145,7 @@ class Conn {
     if (c_) PQfinish(c_);
   }
   PGconn* raw() { return c_; }
+  bool serializable_ok = false;
   // Runs a statement; a broken connection throws Disconnected.
   std::unique_ptr<Result> exec(const char* sql, std::vector<std::string> params = {}) {
     std::vector<const char*> values;
@@ -124,6 +163,12 @@ class Conn {
   // A statement that must succeed.
   std::unique_ptr<Result> must(const char* sql, std::vector<std::string> params, const std::string& ctx) {
     auto r = exec(sql, std::move(params));
+    if (!r->ok() && r->sqlstate() == "40001" && serializable_ok) {
+      // The caller drops its hold on the key (while unwinding) and only then
+      // rolls back: the other order would let another client claim the key
+      // while this one still counts as its holder.
+      throw SerializationFailure();
+    }
     if (!r->ok()) {
       Fail(ctx + ": " + sql + ": [" + r->sqlstate() + "] " + PQresultErrorMessage(r->res));
       exec("ROLLBACK");
@@ -163,6 +208,7 @@ void LoadWorker(const Options& o, int id, std::vector<Seen>* seen) {
   std::unique_ptr<Conn> conn;
   try {
     conn = std::make_unique<Conn>(o, o.tolerate_disconnect);
+    conn->serializable_ok = o.isolation != "read committed";
   } catch (const Disconnected&) {
     counts.disconnects++;
     return;
@@ -179,7 +225,8 @@ void LoadWorker(const Options& o, int id, std::vector<Seen>* seen) {
     const std::string key = "k" + std::to_string(k);
     const bool odd = pct(rng) < 3;
     try {
-      conn->must("BEGIN", {}, key);
+      Hold hold;
+      conn->must(("BEGIN ISOLATION LEVEL " + o.isolation).c_str(), {}, key);
       const std::string wait = pct(rng) < o.wait_pct ? std::to_string(o.wait_ms) + " milliseconds" : "0";
       auto c = conn->must(kClaimSql, {o.scope, key, Fingerprint(key, odd), lease, wait, ttl}, "claim " + key);
       if (!c) continue;
@@ -206,11 +253,11 @@ void LoadWorker(const Options& o, int id, std::vector<Seen>* seen) {
       if (c->null(1)) Fail("claimed without a token for " + key);
       if (std::atoi(c->get(2).c_str()) > 1) counts.takeovers++;
       const std::string token = c->get(1);
-      if ((*holders)[k].fetch_add(1) != 0) Fail("two holders at once for " + key);
+      hold.take((*holders)[k], key);
       const int action = pct(rng);
       if (action < 15) {  // release: the operation failed before any side effect
         auto rel = conn->must("SELECT idempotency.release($1, $2, $3)", {o.scope, key, token}, "release " + key);
-        (*holders)[k]--;
+        hold.drop();
         if (!rel) continue;
         if (rel->get(0) != "t") Fail("release returned " + rel->get(0));
         conn->must("COMMIT", {}, key);
@@ -218,7 +265,7 @@ void LoadWorker(const Options& o, int id, std::vector<Seen>* seen) {
         continue;
       }
       if (action < 25) {  // abandon: commit the claim alone (a holder that died after claiming)
-        (*holders)[k]--;
+        hold.drop();
         conn->must("COMMIT", {}, key);
         counts.abandoned++;
         continue;
@@ -228,12 +275,12 @@ void LoadWorker(const Options& o, int id, std::vector<Seen>* seen) {
           " VALUES ($1, $2, $3, now(), $4) RETURNING id",
           {o.scope, key, token, c->get(7)}, "business " + key);
       if (!b) {
-        (*holders)[k]--;
+        hold.drop();
         continue;
       }
       const std::string business_id = b->get(0);
       if (action < 45) {  // roll back: the work and the claim vanish together
-        (*holders)[k]--;
+        hold.drop();
         conn->must("ROLLBACK", {}, key);
         counts.rolled_back++;
         continue;
@@ -247,19 +294,22 @@ void LoadWorker(const Options& o, int id, std::vector<Seen>* seen) {
           " jsonb_build_object('id', $4::bigint))",
           {o.scope, key, token, business_id}, "finish " + key);
       if (!f) {
-        (*holders)[k]--;
+        hold.drop();
         continue;
       }
       if (f->get(0) != "t") Fail("finish returned " + f->get(0) + " for " + key);
-      (*holders)[k]--;
+      hold.drop();
       auto cm = conn->must("COMMIT", {}, key);
       if (!cm) continue;
       counts.finished++;
       seen->push_back({'F', key, "id=" + business_id});
+    } catch (const SerializationFailure&) {
+      counts.serialization++;
+      conn->exec("ROLLBACK");
     } catch (const Disconnected&) {
       counts.disconnects++;
       // Nobody holds anything once the connection is gone.
-      (*holders)[k].store(0);
+      (*holders)[k].count.store(0);
       if (!o.tolerate_disconnect) Fail("connection lost");
       return;
     }
@@ -442,7 +492,7 @@ CREATE TABLE IF NOT EXISTS torture.deaths (seq bigint DEFAULT nextval('torture.s
 int Usage() {
   std::fprintf(stderr,
                "usage: torture setup|load|multistep [--clients N] [--requests N] [--keys N] [--window N] [--passes N]\n"
-               "       [--lease-ms N] [--stall-ms N] [--seed N] [--scope S] [--steps N] [--wait-pct P] [--wait-ms N] [--ttl-ms N] [--sweep-ms N]\n"
+               "       [--lease-ms N] [--stall-ms N] [--seed N] [--scope S] [--steps N] [--wait-pct P] [--wait-ms N] [--ttl-ms N] [--sweep-ms N] [--isolation \"repeatable read\"|serializable]\n"
                "       [--tolerate-disconnect] [--conninfo STR]\n");
   return 2;
 }
@@ -473,6 +523,7 @@ int main(int argc, char** argv) {
     else if (a == "--wait-ms") o.wait_ms = std::stoi(next());
     else if (a == "--ttl-ms") o.ttl_ms = std::stoi(next());
     else if (a == "--sweep-ms") o.sweep_ms = std::stoi(next());
+    else if (a == "--isolation") o.isolation = next();
     else if (a == "--conninfo") o.conninfo = next();
     else if (a == "--tolerate-disconnect") o.tolerate_disconnect = true;
     else return Usage();
@@ -488,7 +539,7 @@ int main(int argc, char** argv) {
   }
   if (mode != "load" && mode != "multistep") return Usage();
 
-  std::vector<std::atomic<int>> holder_counts(static_cast<std::size_t>(o.keys));
+  std::vector<KeySlot> holder_counts(static_cast<std::size_t>(o.keys));
   holders = &holder_counts;
   std::vector<std::vector<Seen>> seen(static_cast<std::size_t>(o.clients));
   const auto start = std::chrono::steady_clock::now();
@@ -521,11 +572,11 @@ int main(int argc, char** argv) {
   std::printf(
       "%s: %ld requests, %d clients, %.1f s: claimed %ld (takeovers %ld), replay %ld, in_progress %ld, mismatch %ld; "
       "finished %ld, rolled back %ld, released %ld, stalled %ld, abandoned %ld; deaths %ld, fenced %ld, resumed %ld, "
-      "steps %ld; disconnects %ld; failures %ld\n",
+      "steps %ld; serialization failures %ld; disconnects %ld; failures %ld\n",
       mode.c_str(), std::min<long>(next_request.load(), o.requests), o.clients, secs, counts.claimed.load(),
       counts.takeovers.load(), counts.replay.load(), counts.in_progress.load(), counts.mismatch.load(),
       counts.finished.load(), counts.rolled_back.load(), counts.released.load(), counts.stalled.load(),
       counts.abandoned.load(), counts.deaths.load(), counts.fenced.load(), counts.resumed.load(),
-      counts.steps_done.load(), counts.disconnects.load(), failures.load());
+      counts.steps_done.load(), counts.serialization.load(), counts.disconnects.load(), failures.load());
   return failures.load() == 0 ? 0 : 1;
 }
