@@ -1,5 +1,7 @@
--- One backend making :n claim/finish pairs (plus a failing finish every 10th
--- call, caught) must keep its memory flat and hold no key lock afterwards.
+-- One backend making :n claim/finish pairs (plus, every 10th call, a failing
+-- finish, a failing claim and a claim failing inside its internal
+-- subtransaction, all caught) must keep its memory flat and hold no key lock
+-- afterwards.
 -- Run with psql -v n=100000. Prints before/after totals and the verdicts.
 \set ON_ERROR_STOP 1
 \pset footer off
@@ -7,6 +9,15 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_idempotency;
 CREATE SCHEMA IF NOT EXISTS torture_mem;
 CREATE TABLE IF NOT EXISTS torture_mem.samples (calls int, bytes bigint);
+-- An error inside claim's bounded wait (expired-row takeover in an internal
+-- subtransaction): an application trigger refuses key 'refused', whose row is
+-- expired but kept from the sweeper by a running lease.
+CREATE OR REPLACE FUNCTION torture_mem.refuse() RETURNS trigger LANGUAGE plpgsql AS
+  $f$BEGIN RAISE EXCEPTION 'refused' USING ERRCODE = 'P0053'; END$f$;
+INSERT INTO idempotency.keys (scope, key, state, token, attempt, created_at, expires_at, locked_until)
+VALUES ('mem', 'refused', 'in_progress', 1, 1, now() - interval '2 days', now() - interval '1 day', now() + interval '1 day');
+CREATE TRIGGER torture_mem_refuse BEFORE INSERT OR UPDATE ON idempotency.keys
+  FOR EACH ROW WHEN (NEW.key = 'refused') EXECUTE FUNCTION torture_mem.refuse();
 CREATE OR REPLACE PROCEDURE torture_mem.run(n int) LANGUAGE plpgsql AS $$
 DECLARE
   r idempotency.claim_result;
@@ -30,6 +41,10 @@ BEGIN
       BEGIN
         PERFORM idempotency.claim('mem', k, NULL, '-1 s');
       EXCEPTION WHEN sqlstate '22023' THEN NULL;
+      END;
+      BEGIN
+        PERFORM idempotency.claim('mem', 'refused');
+      EXCEPTION WHEN sqlstate 'P0053' THEN NULL;
       END;
     END IF;
     IF i % 100 = 0 THEN COMMIT; END IF;
@@ -59,5 +74,6 @@ FROM torture_mem.samples;
 SELECT CASE WHEN count(*) = 0 THEN 'none' ELSE 'LEAKED ' || count(*) END AS key_locks_held
 FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 18865 AND pid = pg_backend_pid();
 SELECT name, total_bytes FROM pg_backend_memory_contexts ORDER BY total_bytes DESC LIMIT 5;
+DROP TRIGGER torture_mem_refuse ON idempotency.keys;
 DELETE FROM idempotency.keys WHERE scope = 'mem';
 DROP SCHEMA torture_mem CASCADE;
