@@ -212,6 +212,29 @@ SQL
     fi
     wait
   done
+  # Two transactions each holding one key and claiming the other's with a
+  # wait: a deadlock. claim must answer (in_progress), not raise 40P01.
+  psql -X -At >"$WORK/dl1.out" 2>&1 <<'SQL' &
+BEGIN;
+SELECT outcome FROM idempotency.claim('wait', 'dl-A');
+SELECT pg_sleep(0.5);
+SELECT 'second', outcome FROM idempotency.claim('wait', 'dl-B', wait => '5 s');
+COMMIT;
+SQL
+  psql -X -At >"$WORK/dl2.out" 2>&1 <<'SQL'
+BEGIN;
+SELECT outcome FROM idempotency.claim('wait', 'dl-B');
+SELECT pg_sleep(0.5);
+SELECT 'second', outcome FROM idempotency.claim('wait', 'dl-A', wait => '5 s');
+COMMIT;
+SQL
+  wait
+  if ! grep -q 'deadlock' "$WORK/dl1.out" "$WORK/dl2.out" && grep -q '^COMMIT$' "$WORK/dl1.out" && grep -q '^COMMIT$' "$WORK/dl2.out" &&
+     [ "$(cat "$WORK/dl1.out" "$WORK/dl2.out" | grep -c '^second|in_progress$')" -ge 1 ]; then
+    pass "waits: two claims waiting on each other's keys: one answers in_progress, no deadlock error, both commit"
+  else
+    cat "$WORK/dl1.out" "$WORK/dl2.out"; fail "waits: crossed claim(wait) raised an error"
+  fi
   unset PGDATABASE
   dropdb --if-exists torture_wait >/dev/null 2>&1
 fi
