@@ -9,7 +9,8 @@ namespace pgi::bounded_wait {
 // Runs fn (PostgreSQL calls only, trivially destructible locals) with
 // lock_timeout = timeout_ms in a subtransaction. True when fn completed (its
 // effects and locks move to the caller's transaction); false when a lock wait
-// ran out (fn's effects are rolled back). Other errors propagate unchanged.
+// ran out or deadlocked (fn's effects are rolled back). Other errors propagate
+// unchanged, after the subtransaction is rolled back.
 // Call only inside PgCall.
 template <typename Fn>
 bool Run(int timeout_ms, Fn&& fn);

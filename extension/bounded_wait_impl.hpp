@@ -9,7 +9,8 @@ extern "C" {
 namespace pgi::bounded_wait {
 
 // Only rolling back a subtransaction makes catching an error safe, so the
-// wait runs in one; lock_timeout turns a wait that runs out into that error.
+// wait runs in one; lock_timeout turns a wait that runs out into that error,
+// and the deadlock detector a wait that never would.
 template <typename Fn>
 bool Run(int timeout_ms, Fn&& fn) {
   MemoryContext caller_context = CurrentMemoryContext;
@@ -39,7 +40,11 @@ bool Run(int timeout_ms, Fn&& fn) {
     RollbackAndReleaseCurrentSubTransaction();
     MemoryContextSwitchTo(caller_context);
     CurrentResourceOwner = caller_owner;
-    if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE) ReThrowError(error);
+    // A deadlock is a wait that would never end: answered like one that ran
+    // out (the caller says in_progress), and rolling back this subtransaction
+    // withdraws our wait, which breaks the cycle.
+    if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE && error->sqlerrcode != ERRCODE_T_R_DEADLOCK_DETECTED)
+      ReThrowError(error);
     FreeErrorData(error);
   }
   PG_END_TRY();
