@@ -121,21 +121,19 @@ void Count(Outcome outcome, int32 attempt) {
 }
 
 // Takes the key (new, expired or lease over) once the key lock is held; when
-// the row turns out to be live and not ours, answers for what it is.
-//
-// Only a sweep deleting an expired row can hold a row lock without the key
-// lock; so when the first look saw an expired row, the statement waits for
-// that row no longer than the caller's wait, and answers in_progress if the
-// sweep's transaction is still open.
+// the row turns out to be live and not ours, answers for what it is. A new key
+// is one plain INSERT; only an existing row goes through the takeover UPDATE,
+// whose row wait is bounded by the caller's wait: a sweep deleting that
+// expired row is the one writer that does not take the key lock.
 claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, TimestampTz now,
                                  TimestampTz expires_at, TimestampTz locked_until, const store::KeyRow& seen,
                                  int64 wait_us) {
-  const int row_wait_ms =
-      seen.found && seen.expires_at <= now ? static_cast<int>(std::min<int64>(wait_us / 1000, INT_MAX)) : -1;
+  const int row_wait_ms = static_cast<int>(std::min<int64>(wait_us / 1000, INT_MAX));
   store::KeyRow row = seen;
   for (int attempt = 0; attempt < kClaimAttempts; attempt++) {
     const store::NewClaim claim{fingerprint, NewToken(), now, expires_at, locked_until};
-    const store::ClaimedRow claimed = store::Claim(key, claim, row_wait_ms);
+    const store::ClaimedRow claimed =
+        row.found ? store::TakeOver(key, claim, row_wait_ms) : store::Insert(key, claim);
     if (claimed.timed_out) return InProgressOf(row, now);
     if (claimed.claimed) {
       auto fields = NoFields(Outcome::Claimed);
@@ -150,9 +148,10 @@ claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, Ti
       fields.locked_until = claimed.locked_until;
       return fields;
     }
+    // The row is not what the first look saw (committed or swept since):
+    // look again and answer for it, or go again.
     row = store::Read(key);
     const auto verdict = decide::Judge(AsDecideRow(row, fingerprint), now);
-    // Acquire here means the row changed under us (a sweep deleted it): go again.
     if (verdict != decide::Verdict::Acquire) return Answer(verdict, row, now);
   }
   return InProgressOf(row, now);

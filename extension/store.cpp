@@ -19,7 +19,7 @@ namespace {
 #define IN_PROGRESS "'in_progress'::idempotency.state"
 #define COMPLETED "'completed'::idempotency.state"
 
-enum class Statement : std::size_t { Read, Claim, Complete, Checkpoint, Release, Lookup, Sweep, kCount };
+enum class Statement : std::size_t { Read, Insert, TakeOver, Complete, Checkpoint, Release, Lookup, Sweep, kCount };
 
 struct StatementText {
   const char* sql;
@@ -34,11 +34,20 @@ const StatementText kStatements[] = {
      " FROM idempotency.keys AS k WHERE" KEY_IS,
      2,
      {TEXTOID, TEXTOID}},
-    // Claim: $3 fingerprint, $4 token, $5 now, $6 expires_at, $7 locked_until
+    // Insert: $3 fingerprint, $4 token, $5 now, $6 expires_at, $7 locked_until.
+    // A new key: the common case, so a plain insert whose executor start-up
+    // is cheap. DO NOTHING answers a conflict without a row lock or an xid.
     {"INSERT INTO idempotency.keys AS k (scope, key, fingerprint, state, token, attempt, recovery_point,"
      " locked_until, created_at, completed_at, expires_at, response_status, response_headers, response_body)"
      " VALUES ($1, $2, $3, " IN_PROGRESS ", $4, 1, NULL, $7, $5, NULL, $6, NULL, NULL, NULL)"
-     " ON CONFLICT (scope, key) DO UPDATE SET"
+     " ON CONFLICT (scope, key) DO NOTHING"
+     " RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until",
+     7,
+     {TEXTOID, TEXTOID, BYTEAOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}},
+    // TakeOver: same parameters. Re-uses an expired row as a fresh claim, or
+    // takes over an in_progress row whose lease is over (fingerprint
+    // permitting) keeping attempt + 1, the recovery point and the expiry.
+    {"UPDATE idempotency.keys AS k SET"
      "  fingerprint = CASE WHEN k.expires_at" LE "$5 THEN $3 ELSE COALESCE(k.fingerprint, $3) END,"
      "  state = " IN_PROGRESS ", token = $4,"
      "  attempt = CASE WHEN k.expires_at" LE "$5 THEN 1 ELSE k.attempt OPERATOR(pg_catalog.+) 1 END,"
@@ -48,9 +57,9 @@ const StatementText kStatements[] = {
      "  completed_at = NULL,"
      "  expires_at = CASE WHEN k.expires_at" LE "$5 THEN $6 ELSE k.expires_at END,"
      "  response_status = NULL, response_headers = NULL, response_body = NULL"
-     " WHERE k.expires_at" LE "$5"
+     " WHERE" KEY_IS "AND (k.expires_at" LE "$5"
      "    OR (k.state" EQ IN_PROGRESS " AND k.locked_until" LE "$5"
-     "        AND (k.fingerprint IS NULL OR $3 IS NULL OR k.fingerprint" EQ "$3))"
+     "        AND (k.fingerprint IS NULL OR $3 IS NULL OR k.fingerprint" EQ "$3)))"
      " RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until",
      7,
      {TEXTOID, TEXTOID, BYTEAOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}},
@@ -149,7 +158,10 @@ KeyRow Read(const args::KeyRef& key) {
   });
 }
 
-ClaimedRow Claim(const args::KeyRef& key, const NewClaim& claim, int row_wait_ms) {
+namespace {
+
+// Runs Insert or TakeOver and reads back what it wrote.
+ClaimedRow WriteClaim(Statement which, const args::KeyRef& key, const NewClaim& claim, int row_wait_ms) {
   return PgCall([&] {
     ClaimedRow result{};
     Datum values[] = {PointerGetDatum(key.scope),         PointerGetDatum(key.key),
@@ -157,7 +169,7 @@ ClaimedRow Claim(const args::KeyRef& key, const NewClaim& claim, int row_wait_ms
                       TimestampTzGetDatum(claim.now),     TimestampTzGetDatum(claim.expires_at),
                       TimestampTzGetDatum(claim.locked_until)};
     const char nulls[] = {' ', ' ', NullFlag(claim.fingerprint), ' ', ' ', ' ', ' ', '\0'};
-    auto execute = [&] { Execute(Statement::Claim, values, nulls, 1); };
+    auto execute = [&] { Execute(which, values, nulls, 1); };
     if (row_wait_ms < 0) {
       execute();
     } else if (!bounded_wait::Run(row_wait_ms, execute)) {
@@ -174,6 +186,16 @@ ClaimedRow Claim(const args::KeyRef& key, const NewClaim& claim, int row_wait_ms
     result.locked_until = DatumGetTimestampTz(GetColumn(4, &isnull));
     return result;
   });
+}
+
+}  // namespace
+
+ClaimedRow Insert(const args::KeyRef& key, const NewClaim& claim) {
+  return WriteClaim(Statement::Insert, key, claim, -1);
+}
+
+ClaimedRow TakeOver(const args::KeyRef& key, const NewClaim& claim, int row_wait_ms) {
+  return WriteClaim(Statement::TakeOver, key, claim, row_wait_ms);
 }
 
 bool Complete(const args::KeyRef& key, int64 token, TimestampTz now, const Response& response) {

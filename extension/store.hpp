@@ -62,11 +62,15 @@ void Disconnect();
 // The key's row whatever its state or expiry; found = false when none is visible.
 KeyRow Read(const args::KeyRef& key);
 
-// Inserts the key, or takes over an expired row or an in_progress row whose
-// lease is over (fingerprint permitting), in one statement. With
-// row_wait_ms >= 0 it waits at most that long for a row another transaction
-// has locked (a sweep deleting the expired row) instead of until it ends.
-ClaimedRow Claim(const args::KeyRef& key, const NewClaim& claim, int row_wait_ms = -1);
+// Inserts a new key. claimed = false when a row turned out to be there.
+ClaimedRow Insert(const args::KeyRef& key, const NewClaim& claim);
+
+// Takes the existing row: re-used afresh when expired, taken over when
+// in_progress with its lease over (fingerprint permitting). claimed = false
+// when the row is live and not ours to take, or gone. Waits at most
+// row_wait_ms for a row another transaction has locked (only a sweep deleting
+// an expired row does that without the key lock), then gives timed_out.
+ClaimedRow TakeOver(const args::KeyRef& key, const NewClaim& claim, int row_wait_ms);
 
 // Completes the in_progress, unexpired key held by token. False if no such row.
 bool Complete(const args::KeyRef& key, int64 token, TimestampTz now, const Response& response);
