@@ -78,8 +78,12 @@ if wanted load; then
       [ $((round % 2)) -eq 0 ] && { lease=40; stall=60; window=16; waitpct=25; }
       [ $((round % 4)) -eq 3 ] && iso="repeatable read"
       [ $((round % 4)) -eq 0 ] && iso="serializable"
-      echo "# load round $round: $LOAD_CLIENTS clients, $LOAD_REQUESTS requests, $LOAD_KEYS keys, lease ${lease}ms, $iso"
-      if PGDATABASE=torture_load timeout 600 "$BIN" load --scope $scope --seed $round --clients $LOAD_CLIENTS \
+      echo "# load round $round: $([ "$iso" = serializable ] && [ "$LOAD_CLIENTS" -gt 16 ] && echo 16 || echo $LOAD_CLIENTS) clients, $LOAD_REQUESTS requests, $LOAD_KEYS keys, lease ${lease}ms, $iso"
+      # SERIALIZABLE with 32 clients on a few hot keys can exhaust PostgreSQL's
+      # SSI conflict pool (53200, not the extension's doing): at most 16 there.
+      clients=$LOAD_CLIENTS
+      [ "$iso" = serializable ] && [ "$clients" -gt 16 ] && clients=16
+      if PGDATABASE=torture_load timeout 600 "$BIN" load --scope $scope --seed $round --clients $clients \
            --requests $LOAD_REQUESTS --keys $LOAD_KEYS --window $window --lease-ms $lease --stall-ms $stall --wait-pct $waitpct --wait-ms 30 --isolation "$iso"; then
         pass "load round $round: no error except documented outcomes"
       else
