@@ -216,6 +216,21 @@ SQL
     fi
     wait
   done
+  # The wait is one budget: a claim that waits for the key lock and then for
+  # an expired row a sweep is deleting must not wait twice. A sweep holds the
+  # expired row (4 s), a holder holds the key lock (0.9 s); claim(wait 1 s)
+  # must answer within about 1 s, not 1.9 s.
+  psql -X -q -c "INSERT INTO idempotency.keys (scope, key, state, token, attempt, created_at, expires_at, completed_at, response_status)
+                 VALUES ('wait', 'budget', 'completed', 1, 1, now() - interval '2 days', now() - interval '1 day', now() - interval '2 days', 200)"
+  psql -X -q -c "BEGIN" -c "SELECT idempotency.sweep()" -c "SELECT pg_sleep(4)" -c "COMMIT" >/dev/null 2>&1 &
+  sleep 0.2
+  psql -X -q -c "BEGIN" -c "SELECT idempotency.claim('wait', 'budget')" -c "SELECT pg_sleep(0.9)" -c "COMMIT" >/dev/null 2>&1 &
+  sleep 0.1
+  t0=$(ms); got=$(psql -X -At -c "SELECT outcome FROM idempotency.claim('wait', 'budget', wait => '1 s')" 2>&1); t1=$(ms)
+  el=$((t1 - t0))
+  [ "$got" = in_progress ] && [ $el -lt 1500 ] && pass "waits: key-lock wait plus row wait stay within one wait budget (${el} ms for 1 s)" ||
+    fail "waits: claim(wait 1 s) behind a key holder and a sweep gave '$got' after ${el} ms"
+  wait
   # Two transactions each holding one key and claiming the other's with a
   # wait: a deadlock. claim must answer (in_progress), not raise 40P01.
   psql -X -At >"$WORK/dl1.out" 2>&1 <<'SQL' &
