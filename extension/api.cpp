@@ -125,12 +125,15 @@ void Count(Outcome outcome, int32 attempt) {
 // is one plain INSERT; only an existing row goes through the takeover UPDATE,
 // whose row wait is bounded by the caller's wait: a sweep deleting that
 // expired row is the one writer that does not take the key lock.
+// wait_until: when the caller's wait ends (0: no wait). The key-lock wait
+// and the row waits share that one budget.
 claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, TimestampTz now,
                                  TimestampTz expires_at, TimestampTz locked_until, const store::KeyRow& seen,
-                                 int64 wait_us) {
-  const int row_wait_ms = static_cast<int>(std::min<int64>(wait_us / 1000, INT_MAX));
+                                 TimestampTz wait_until) {
   store::KeyRow row = seen;
   for (int attempt = 0; attempt < kClaimAttempts; attempt++) {
+    const int64 left_us = wait_until == 0 ? 0 : std::max<int64>(0, wait_until - GetCurrentTimestamp());
+    const int row_wait_ms = static_cast<int>(std::min<int64>(left_us / 1000, INT_MAX));
     const store::NewClaim claim{fingerprint, NewToken(), now, expires_at, locked_until};
     const store::ClaimedRow claimed =
         row.found ? store::TakeOver(key, claim, row_wait_ms) : store::Insert(key, claim);
@@ -164,6 +167,9 @@ Datum Claim(FunctionCallInfo fcinfo) {
       args::PositiveInterval(fcinfo, 3, "ttl", int64{settings::DefaultTtlSeconds()} * USECS_PER_SEC, &key);
   const Interval lease = args::PositiveInterval(fcinfo, 4, "lease", int64{settings::DefaultLeaseMs()} * 1000, &key);
   const int64 wait_us = args::NonNegativeIntervalUs(fcinfo, 5, "wait", key);
+  // The wait is measured on the wall clock from here (now() is the
+  // transaction's start); wait_us is saturated well below overflow.
+  const TimestampTz wait_until = wait_us > 0 ? GetCurrentTimestamp() + wait_us : 0;
   const TimestampTz now = Now();
   const TimestampTz expires_at = args::AddInterval(now, ttl, "ttl", key);
   const TimestampTz locked_until = args::AddInterval(now, lease, "lease", key);
@@ -180,7 +186,7 @@ Datum Claim(FunctionCallInfo fcinfo) {
   else if (!key_lock::TryAcquire(key, wait_us))
     fields = InProgressOf(seen, now);  // another open transaction is on it
   else
-    fields = ClaimLocked(key, fingerprint, now, expires_at, locked_until, seen, wait_us);
+    fields = ClaimLocked(key, fingerprint, now, expires_at, locked_until, seen, wait_until);
   const Datum result = claim_result::Build(fcinfo, fields, caller_context);
   store::Disconnect();
   Count(fields.outcome, fields.attempt);
