@@ -83,11 +83,27 @@ if wanted load; then
       # SSI conflict pool (53200, not the extension's doing): at most 16 there.
       clients=$LOAD_CLIENTS
       [ "$iso" = serializable ] && [ "$clients" -gt 16 ] && clients=16
+      stats_sql="SELECT claims, replays, in_progress, mismatches, takeovers, finishes, releases FROM idempotency.stats"
+      stats_before=$(psql -X -At -d torture_load -c "$stats_sql")
       if PGDATABASE=torture_load timeout 600 "$BIN" load --scope $scope --seed $round --clients $clients \
-           --requests $LOAD_REQUESTS --keys $LOAD_KEYS --window $window --lease-ms $lease --stall-ms $stall --wait-pct $waitpct --wait-ms 30 --isolation "$iso"; then
+           --requests $LOAD_REQUESTS --keys $LOAD_KEYS --window $window --lease-ms $lease --stall-ms $stall \
+           --wait-pct $waitpct --wait-ms 30 --isolation "$iso" >"$WORK/load.out"; then
+        cat "$WORK/load.out"
         pass "load round $round: no error except documented outcomes"
       else
+        cat "$WORK/load.out"
         fail "load round $round: errors (see above)"
+      fi
+      # idempotency.stats counts what the clients saw (in READ COMMITTED every
+      # finish and release the client counts was followed by a commit; the
+      # other levels may fail a commit after the call).
+      if [ "$iso" = "read committed" ]; then
+        stats_after=$(psql -X -At -d torture_load -c "$stats_sql")
+        seen=$(sed -E 's/.*claimed ([0-9]+) \(takeovers ([0-9]+)\), replay ([0-9]+), in_progress ([0-9]+), mismatch ([0-9]+); finished ([0-9]+), rolled back [0-9]+, released ([0-9]+).*/\1|\3|\4|\5|\2|\6|\7/' "$WORK/load.out")
+        delta=$(awk -F'|' -v b="$stats_before" -v a="$stats_after" 'BEGIN { n = split(b, x, "|"); split(a, y, "|");
+                  for (i = 1; i <= n; i++) printf "%s%d", (i > 1 ? "|" : ""), y[i] - x[i]; print "" }')
+        [ "$delta" = "$seen" ] && pass "load round $round: idempotency.stats moved by exactly what the clients saw ($delta)" ||
+          fail "load round $round: idempotency.stats moved by $delta, clients saw $seen (claims|replays|in_progress|mismatches|takeovers|finishes|releases)"
       fi
       invariants "load round $round" "$HERE/invariants.sql" -d torture_load -v scope=$scope
     done
