@@ -369,8 +369,8 @@ SQL
         ffail "kill -9 uncommitted: $n business rows survived"
 
       # 2. kill -9 of a backend holding a committed claim: taken over after the lease.
-      holder "SELECT outcome FROM idempotency.claim('fault', 'committed', lease => '4 seconds');
-              SELECT idempotency.checkpoint('fault', 'committed', (idempotency.lookup('fault', 'committed')).token, 'step1', '4 seconds');" \
+      holder "SELECT outcome FROM idempotency.claim('fault', 'committed', lease => '6 seconds');
+              SELECT idempotency.checkpoint('fault', 'committed', (idempotency.lookup('fault', 'committed')).token, 'step1', '6 seconds');" \
         "$WORK/pid2" || ffail "kill -9 committed: holder did not start"
       pid=$(tr -d '[:space:]' <"$WORK/pid2")
       kill -9 "$pid"
