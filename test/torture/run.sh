@@ -30,10 +30,10 @@ wanted() {
 
 if [ -n "${TORTURE_LONG:-}" ]; then
   LOAD_ROUNDS=8; LOAD_CLIENTS=32; LOAD_REQUESTS=100000; LOAD_KEYS=2000
-  MS_REQUESTS=20000; MS_KEYS=1000; MEM_CALLS=1000000; CRASH_ROUNDS=3; TTL_ROUNDS=3; TTL_REQUESTS=100000
+  MS_REQUESTS=20000; MS_KEYS=1000; MEM_CALLS=1000000; CRASH_ROUNDS=4; TTL_ROUNDS=3; TTL_REQUESTS=100000
 else
   LOAD_ROUNDS=4; LOAD_CLIENTS=16; LOAD_REQUESTS=12000; LOAD_KEYS=300
-  MS_REQUESTS=3000; MS_KEYS=200; MEM_CALLS=100000; CRASH_ROUNDS=1; TTL_ROUNDS=1; TTL_REQUESTS=20000
+  MS_REQUESTS=3000; MS_KEYS=200; MEM_CALLS=100000; CRASH_ROUNDS=2; TTL_ROUNDS=1; TTL_REQUESTS=20000
 fi
 
 WORK=$(mktemp -d /tmp/torture7.XXXXXX)
@@ -394,17 +394,27 @@ SQL
         load_pid=$!
         sleep 3
         acked_before=$(psql -X -Atc "select count(*) from idempotency.keys where scope = '$scope' and state = 'completed'")
-        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m immediate -w stop >/dev/null 2>&1
-        sleep 0.5
-        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$CLUSTER_DIR/server.log" -w -t 60 start >/dev/null 2>&1 ||
-          ffail "crash round $round: restart failed"
+        if [ $((round % 2)) -eq 1 ]; then
+          how="pg_ctl stop -m immediate, then start"
+          runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m immediate -w stop >/dev/null 2>&1
+          sleep 0.5
+          runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$CLUSTER_DIR/server.log" -w -t 60 start >/dev/null 2>&1 ||
+            ffail "crash round $round: restart failed"
+        else
+          # kill -9 of one client backend: the postmaster resets every
+          # connection and recovers by itself.
+          how="kill -9 of a client backend, crash recovery"
+          victim=$(psql -X -At -c "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid() LIMIT 1")
+          [ -n "$victim" ] && kill -9 "$victim" || ffail "crash round $round: no backend to kill"
+        fi
+        echo "# crash round $round: $how"
         wait_up
         wait $load_pid
         cat "$WORK/crash$round.out"
         grep -q 'failures 0' "$WORK/crash$round.out" && fpass "crash round $round: load saw only documented outcomes and disconnects" ||
           ffail "crash round $round: load errors"
         acked=$(psql -X -Atc "select count(*) from torture.seen where scope = '$scope' and kind = 'F'")
-        echo "# crash round $round: $acked finishes acknowledged before the immediate shutdown ($acked_before completed seen mid-load)"
+        echo "# crash round $round: $acked finishes acknowledged before the crash ($acked_before completed seen mid-load)"
         [ "${acked:-0}" -gt 0 ] && fpass "crash round $round: the load was mid-flight ($acked acknowledged finishes)" ||
           ffail "crash round $round: no finish acknowledged before the crash"
         out=$(psql -X -v ON_ERROR_STOP=1 -AtF '|' -v scope=$scope -f "$HERE/invariants.sql" 2>&1)
