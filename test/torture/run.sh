@@ -423,6 +423,37 @@ SQL
           [ "$violations" = 0 ] && fpass "crash round $round: $name" || ffail "crash round $round: $name: $violations"
         done <<<"$out"
       done
+
+      # Multi-step holders killed by an immediate shutdown between steps; after
+      # the restart a second run takes every key over and completes it.
+      scope=mscrash
+      "$BIN" multistep --scope $scope --seed 7 --clients 16 --requests 1000000 --keys 30000 --passes 1 \
+        --lease-ms 300 --stall-ms 400 --steps 3 --tolerate-disconnect >"$WORK/mscrash.out" 2>&1 &
+      load_pid=$!
+      sleep 2
+      runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m immediate -w stop >/dev/null 2>&1
+      sleep 0.5
+      runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$CLUSTER_DIR/server.log" -w -t 60 start >/dev/null 2>&1 ||
+        ffail "multistep crash: restart failed"
+      wait_up
+      wait $load_pid
+      cat "$WORK/mscrash.out"
+      grep -q 'failures 0' "$WORK/mscrash.out" && fpass "multistep crash: only documented outcomes and disconnects" ||
+        ffail "multistep crash: errors"
+      # Resume: the same keys again (passes over the whole key space).
+      touched=$(psql -X -At -c "SELECT count(*) FROM idempotency.keys WHERE scope = '$scope'")
+      "$BIN" multistep --scope $scope --seed 8 --clients 16 --requests $((touched * 12 + 1000)) --keys "$(psql -X -At -c "SELECT coalesce(max(substr(key, 2)::int), 0) + 1 FROM idempotency.keys WHERE scope = '$scope'")" \
+        --passes 3 --lease-ms 300 --stall-ms 400 --steps 3 >"$WORK/mscrash2.out" 2>&1
+      cat "$WORK/mscrash2.out"
+      grep -q 'failures 0' "$WORK/mscrash2.out" && fpass "multistep crash: the resumed run saw only documented outcomes" ||
+        ffail "multistep crash: the resumed run had errors"
+      out=$(psql -X -v ON_ERROR_STOP=1 -AtF '|' -v scope=$scope -v steps=3 -v crash=1 -f "$HERE/invariants_multistep.sql" 2>&1)
+      [ -n "$out" ] || ffail "multistep crash: invariants did not run"
+      while IFS='|' read -r name violations; do
+        [ "$violations" = 0 ] && fpass "multistep crash: $name" || ffail "multistep crash: $name: $violations"
+      done <<<"$out"
+      left=$(psql -X -At -c "SELECT count(*) FROM idempotency.keys WHERE scope = '$scope' AND state = 'in_progress'")
+      echo "# multistep crash: $touched keys touched before the crash, $left still in_progress after the resumed run"
     fi
   )
   PASSED=$((PASSED + $(grep -c '^pass$' "$RESULTS")))
