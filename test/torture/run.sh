@@ -234,22 +234,22 @@ SQL
   done
   # The wait is one budget: a claim that waits for the key lock and then for
   # an expired row another transaction has locked (as a sweep deleting it
-  # does) must not wait twice. That transaction holds the expired row (4 s),
-  # a holder holds the key lock (0.9 s); claim(wait 1 s) must answer within
-  # about 1 s, not 1.9 s. (The row is in_progress with a running lease so
+  # does) must not wait twice. That transaction holds the expired row (5 s),
+  # a holder holds the key lock (1.5 s); claim(wait 2 s) must answer within
+  # about 2 s, not 3.4 s. (The row is in_progress with a running lease so
   # that the background sweeper leaves it alone; the row lock is taken with
   # FOR UPDATE, as the sweep's SKIP LOCKED select does.)
   psql -X -q -c "INSERT INTO idempotency.keys (scope, key, state, token, attempt, created_at, expires_at, locked_until)
                  VALUES ('wait', 'budget', 'in_progress', 1, 1, now() - interval '2 days', now() - interval '1 day', now() + interval '1 day')"
   psql -X -q -c "BEGIN" -c "SELECT 1 FROM idempotency.keys WHERE scope = 'wait' AND key = 'budget' FOR UPDATE" \
-    -c "SELECT pg_sleep(4)" -c "COMMIT" >/dev/null 2>&1 &
+    -c "SELECT pg_sleep(5)" -c "COMMIT" >/dev/null 2>&1 &
   sleep 0.5
-  psql -X -q -c "BEGIN" -c "SELECT idempotency.claim('wait', 'budget')" -c "SELECT pg_sleep(0.9)" -c "COMMIT" >/dev/null 2>&1 &
+  psql -X -q -c "BEGIN" -c "SELECT idempotency.claim('wait', 'budget')" -c "SELECT pg_sleep(1.5)" -c "COMMIT" >/dev/null 2>&1 &
   sleep 0.1
-  t0=$(ms); got=$(psql -X -At -c "SELECT outcome FROM idempotency.claim('wait', 'budget', wait => '1 s')" 2>&1); t1=$(ms)
+  t0=$(ms); got=$(psql -X -At -c "SELECT outcome FROM idempotency.claim('wait', 'budget', wait => '2 s')" 2>&1); t1=$(ms)
   el=$((t1 - t0))
-  [ "$got" = in_progress ] && [ $el -lt 1700 ] && pass "waits: key-lock wait plus row wait stay within one wait budget (${el} ms for 1 s)" ||
-    fail "waits: claim(wait 1 s) behind a key holder and a sweep gave '$got' after ${el} ms"
+  [ "$got" = in_progress ] && [ $el -lt 2600 ] && pass "waits: key-lock wait plus row wait stay within one wait budget (${el} ms for 2 s)" ||
+    fail "waits: claim(wait 2 s) behind a key holder and a locked expired row gave '$got' after ${el} ms"
   wait
   # Two transactions each holding one key and claiming the other's with a
   # wait: a deadlock. claim must answer (in_progress), not raise 40P01.
