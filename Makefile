@@ -23,10 +23,16 @@ PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missin
 
 SHLIB_LINK = -lstdc++
 
+# Header dependencies: PGXS alone rebuilds nothing when a header changes.
+PG_CXXFLAGS += -MMD -MP
+
 # No JIT bitcode for C++ sources (the server's clang step is not wanted here).
 override with_llvm = no
 
-EXTRA_CLEAN = test/results test/regression.diffs test/regression.out test/isolation_output
+EXTRA_CLEAN = $(OBJS:.o=.d) test/results test/regression.diffs test/regression.out test/isolation_output
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# After PGXS, so that a dependency rule never becomes the default goal.
+-include $(OBJS:.o=.d)

@@ -71,7 +71,8 @@ const StatementText kStatements[] = {
      7,
      {TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID, INT4OID, BYTEAOID, JSONBOID}},
     // Checkpoint: $3 token, $4 now, $5 recovery point, $6 locked_until
-    {"UPDATE idempotency.keys AS k SET recovery_point = $5, locked_until = $6"
+    // A NULL recovery point renews the lease and keeps the last one.
+    {"UPDATE idempotency.keys AS k SET recovery_point = COALESCE($5, k.recovery_point), locked_until = $6"
      " WHERE" KEY_IS "AND k.token" EQ "$3 AND k.state" EQ IN_PROGRESS " AND k.expires_at" GT "$4",
      6,
      {TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID}},

@@ -82,16 +82,20 @@ UPDATE idempotency.keys SET locked_until = now() - interval '1 second' WHERE sco
 SELECT outcome, attempt FROM idempotency.claim('c', 'crashed-fp');
 
 -- expired, not swept yet: absent again (fresh claim, attempt 1, recovery point gone)
+BEGIN;  -- one now(): the 1 ms ttl must not run out between the two calls
 SELECT token AS t3 FROM idempotency.claim('c', 'old', '\x01', '1 millisecond') \gset
 SELECT idempotency.checkpoint('c', 'old', :t3, 'step-1') IS NOT NULL AS checkpointed;
+COMMIT;
 SELECT pg_sleep(0.05);
 SELECT count(*) AS still_stored FROM idempotency.keys WHERE scope = 'c' AND key = 'old';
 SELECT idempotency.lookup('c', 'old') IS NULL AS lookup_absent;
 SELECT outcome, attempt, recovery_point, expires_at > now() + interval '23 hours' AS new_expiry
 FROM idempotency.claim('c', 'old', '\x02');
 -- expired completed key: claimed afresh, the old response is gone
+BEGIN;
 SELECT token AS t4 FROM idempotency.claim('c', 'old-done', NULL, '1 millisecond') \gset
 SELECT idempotency.finish('c', 'old-done', :t4, 200, 'old');
+COMMIT;
 SELECT pg_sleep(0.05);
 SELECT outcome, attempt, response_body FROM idempotency.claim('c', 'old-done');
 SELECT state, response_status, response_body, completed_at FROM idempotency.keys WHERE scope = 'c' AND key = 'old-done';

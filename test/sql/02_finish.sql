@@ -54,7 +54,8 @@ SELECT pg_sleep(0.05);
 SELECT idempotency.finish('f', 'slow', :tslow, 200, 'late but fine');
 SELECT outcome, convert_from(response_body, 'UTF8') AS body FROM idempotency.claim('f', 'slow');
 
--- checkpoint records progress and renews the lease, returning the new end
+-- checkpoint records progress and renews the lease, returning the new end;
+-- a NULL recovery point renews the lease and keeps the last one
 SELECT token AS tc FROM idempotency.claim('f', 'multi', NULL, NULL, '1 second') \gset
 SELECT idempotency.checkpoint('f', 'multi', :tc, 'step-1', '1 hour') = now() + interval '1 hour' AS returns_lease_end;
 SELECT recovery_point, locked_until - now() > interval '59 minutes' AS renewed
@@ -63,7 +64,7 @@ SET idempotency.default_lease = '2min';
 SELECT idempotency.checkpoint('f', 'multi', :tc, 'step-2') = now() + interval '2 minutes' AS default_lease;
 RESET idempotency.default_lease;
 SELECT idempotency.checkpoint('f', 'multi', :tc, NULL) IS NOT NULL AS renewed_only;
-SELECT recovery_point FROM idempotency.keys WHERE scope = 'f' AND key = 'multi';
+SELECT recovery_point AS kept FROM idempotency.keys WHERE scope = 'f' AND key = 'multi';
 
 -- release gives the key back: true, and a retry claims it afresh
 SELECT token AS tr FROM idempotency.claim('f', 'rel') \gset
