@@ -127,16 +127,14 @@ void Count(Outcome outcome, int32 attempt) {
 // expired row is the one writer that does not take the key lock.
 // wait_until: when the caller's wait ends (0: no wait). The key-lock wait
 // and the row waits share that one budget.
-claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, TimestampTz now,
-                                 TimestampTz expires_at, TimestampTz locked_until, const store::KeyRow& seen,
-                                 TimestampTz wait_until) {
+claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, TimestampTz now, TimestampTz expires_at,
+                                 TimestampTz locked_until, const store::KeyRow& seen, TimestampTz wait_until) {
   store::KeyRow row = seen;
   for (int attempt = 0; attempt < kClaimAttempts; attempt++) {
     const int64 left_us = wait_until == 0 ? 0 : std::max<int64>(0, wait_until - GetCurrentTimestamp());
     const int row_wait_ms = static_cast<int>(std::min<int64>(left_us / 1000, INT_MAX));
     const store::NewClaim claim{fingerprint, NewToken(), now, expires_at, locked_until};
-    const store::ClaimedRow claimed =
-        row.found ? store::TakeOver(key, claim, row_wait_ms) : store::Insert(key, claim);
+    const store::ClaimedRow claimed = row.found ? store::TakeOver(key, claim, row_wait_ms) : store::Insert(key, claim);
     if (claimed.timed_out) return InProgressOf(row, now);
     if (claimed.claimed) {
       auto fields = NoFields(Outcome::Claimed);
@@ -206,8 +204,7 @@ Datum Claim(FunctionCallInfo fcinfo) {
           "); a holder whose lease ran out loses the key to the next claim.";
   else
     why = "The key is already completed.";
-  throw Error(ERRCODE_TOKEN_NOT_HOLDER,
-              "idempotency " + args::Describe(key) + " is not held by the given token",
+  throw Error(ERRCODE_TOKEN_NOT_HOLDER, "idempotency " + args::Describe(key) + " is not held by the given token",
               "Token " + std::to_string(token) + ": " + why,
               "Do not store a result for this request: claim the key again and act on the answer.");
 }
@@ -244,7 +241,8 @@ Datum Finish(FunctionCallInfo fcinfo) {
                 "response for idempotency " + args::Describe(key) + " is " + std::to_string(size) +
                     " bytes, more than idempotency.max_response_size (" + std::to_string(settings::MaxResponseBytes()) +
                     " bytes)",
-                {}, "Store a smaller response (for example a reference to it), or raise idempotency.max_response_size.");
+                {},
+                "Store a smaller response (for example a reference to it), or raise idempotency.max_response_size.");
 
   const TimestampTz now = Now();
   key_lock::Acquire(key);
@@ -325,9 +323,21 @@ Datum Sweep(FunctionCallInfo fcinfo) {
 }  // namespace
 }  // namespace pgi
 
-PGI_SQL_FUNCTION(idempotency_claim) { return pgi::Guard([&] { return pgi::Claim(fcinfo); }); }
-PGI_SQL_FUNCTION(idempotency_finish) { return pgi::Guard([&] { return pgi::Finish(fcinfo); }); }
-PGI_SQL_FUNCTION(idempotency_checkpoint) { return pgi::Guard([&] { return pgi::Checkpoint(fcinfo); }); }
-PGI_SQL_FUNCTION(idempotency_release) { return pgi::Guard([&] { return pgi::Release(fcinfo); }); }
-PGI_SQL_FUNCTION(idempotency_lookup) { return pgi::Guard([&] { return pgi::Lookup(fcinfo); }); }
-PGI_SQL_FUNCTION(idempotency_sweep) { return pgi::Guard([&] { return pgi::Sweep(fcinfo); }); }
+PGI_SQL_FUNCTION(idempotency_claim) {
+  return pgi::Guard([&] { return pgi::Claim(fcinfo); });
+}
+PGI_SQL_FUNCTION(idempotency_finish) {
+  return pgi::Guard([&] { return pgi::Finish(fcinfo); });
+}
+PGI_SQL_FUNCTION(idempotency_checkpoint) {
+  return pgi::Guard([&] { return pgi::Checkpoint(fcinfo); });
+}
+PGI_SQL_FUNCTION(idempotency_release) {
+  return pgi::Guard([&] { return pgi::Release(fcinfo); });
+}
+PGI_SQL_FUNCTION(idempotency_lookup) {
+  return pgi::Guard([&] { return pgi::Lookup(fcinfo); });
+}
+PGI_SQL_FUNCTION(idempotency_sweep) {
+  return pgi::Guard([&] { return pgi::Sweep(fcinfo); });
+}

@@ -33,8 +33,8 @@ struct varlena* Detoast(FunctionCallInfo fcinfo, int argno) {
 void CheckLength(const text* value, const char* name, const std::string& context) {
   const auto bytes = VARSIZE_ANY_EXHDR(value);
   if (bytes == 0)
-    throw Error(ERRCODE_INVALID_PARAMETER_VALUE, std::string("idempotency ") + name + " must not be empty",
-                context, "Pass a non-empty value of at most 255 bytes.");
+    throw Error(ERRCODE_INVALID_PARAMETER_VALUE, std::string("idempotency ") + name + " must not be empty", context,
+                "Pass a non-empty value of at most 255 bytes.");
   if (bytes > kMaxKeyBytes)
     throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
                 std::string("idempotency ") + name + " is " + std::to_string(bytes) + " bytes long, more than " +
@@ -62,11 +62,9 @@ KeyRef Key(FunctionCallInfo fcinfo) {
   }
   KeyRef ref{reinterpret_cast<text*>(Detoast(fcinfo, 0)), reinterpret_cast<text*>(Detoast(fcinfo, 1))};
   CheckLength(ref.scope, "scope",
-              "The scope is \"" + Clip(ref.scope, kQuotedBytes) + "\" (key \"" + Clip(ref.key, kQuotedBytes) +
-                  "\").");
+              "The scope is \"" + Clip(ref.scope, kQuotedBytes) + "\" (key \"" + Clip(ref.key, kQuotedBytes) + "\").");
   CheckLength(ref.key, "key",
-              "The key is \"" + Clip(ref.key, kQuotedBytes) + "\" in scope \"" + Clip(ref.scope, kQuotedBytes) +
-                  "\".");
+              "The key is \"" + Clip(ref.key, kQuotedBytes) + "\" in scope \"" + Clip(ref.scope, kQuotedBytes) + "\".");
   return ref;
 }
 
@@ -88,8 +86,7 @@ void RequireNotNull(FunctionCallInfo fcinfo, int argno, const char* name, const 
               std::string(name) + " must not be NULL" + (key ? " for " + Describe(*key) : std::string()));
 }
 
-Interval PositiveInterval(FunctionCallInfo fcinfo, int argno, const char* name, int64 fallback_us,
-                          const KeyRef* key) {
+Interval PositiveInterval(FunctionCallInfo fcinfo, int argno, const char* name, int64 fallback_us, const KeyRef* key) {
   Interval result{};
   if (PG_NARGS() <= argno || PG_ARGISNULL(argno)) {
     result.time = fallback_us;
@@ -116,8 +113,8 @@ int64 NonNegativeIntervalUs(FunctionCallInfo fcinfo, int argno, const char* name
                          static_cast<long double>(interval->day) * USECS_PER_DAY +
                          static_cast<long double>(interval->month) * DAYS_PER_MONTH * USECS_PER_DAY;
   if (us < 0)
-    throw Error(ERRCODE_INVALID_PARAMETER_VALUE, std::string(name) + " must not be negative for " + Describe(key),
-                {}, "Pass '0' to answer at once, or how long to wait for a concurrent holder.");
+    throw Error(ERRCODE_INVALID_PARAMETER_VALUE, std::string(name) + " must not be negative for " + Describe(key), {},
+                "Pass '0' to answer at once, or how long to wait for a concurrent holder.");
   return us > static_cast<long double>(PG_INT64_MAX / 2) ? PG_INT64_MAX / 2 : static_cast<int64>(us);
 }
 

@@ -27,8 +27,7 @@ bytea* OptionalFingerprint(FunctionCallInfo fcinfo, int argno, const KeyRef& key
 void RequireNotNull(FunctionCallInfo fcinfo, int argno, const char* name, const KeyRef* key);
 
 // An optional positive interval; NULL -> fallback_us microseconds. Not positive -> 22023.
-Interval PositiveInterval(FunctionCallInfo fcinfo, int argno, const char* name, int64 fallback_us,
-                          const KeyRef* key);
+Interval PositiveInterval(FunctionCallInfo fcinfo, int argno, const char* name, int64 fallback_us, const KeyRef* key);
 
 // An optional non-negative interval as microseconds; NULL -> 0. Negative -> 22023.
 int64 NonNegativeIntervalUs(FunctionCallInfo fcinfo, int argno, const char* name, const KeyRef& key);

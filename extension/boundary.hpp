@@ -58,9 +58,7 @@ void PgCallVoid(Fn& fn) {
   MemoryContext volatile caller_context = CurrentMemoryContext;
   ErrorData* volatile error = nullptr;
   PG_TRY();
-  {
-    fn();
-  }
+  { fn(); }
   PG_CATCH();
   {
     // CopyErrorData must not run in ErrorContext, which is reset on rethrow.
@@ -115,8 +113,8 @@ Datum Guard(Fn&& body) {
     snprintf(message, sizeof message, "internal error in pg_idempotency: unknown exception");
   }
   if (pg_error != nullptr) ReThrowError(pg_error);
-  ereport(ERROR, (errcode(sqlstate), errmsg_internal("%s", message),
-                  detail[0] ? errdetail_internal("%s", detail) : 0, hint[0] ? errhint("%s", hint) : 0));
+  ereport(ERROR, (errcode(sqlstate), errmsg_internal("%s", message), detail[0] ? errdetail_internal("%s", detail) : 0,
+                  hint[0] ? errhint("%s", hint) : 0));
   pg_unreachable();
 }
 

@@ -38,8 +38,8 @@ Datum Build(FunctionCallInfo fcinfo, const Fields& f, MemoryContext into) {
     // The enum's oids change when the extension is re-created: look the label
     // up by the result type's first column (a syscache hit).
     const Oid outcome_type = TupleDescAttr(tupdesc, 0)->atttypid;
-    const Oid outcome_oid = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid, ObjectIdGetDatum(outcome_type),
-                                            CStringGetDatum(label));
+    const Oid outcome_oid =
+        GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid, ObjectIdGetDatum(outcome_type), CStringGetDatum(label));
     if (!OidIsValid(outcome_oid)) elog(ERROR, "pg_idempotency: outcome label \"%s\" is missing", label);
 
     Datum values[9];

@@ -16,8 +16,6 @@ Verdict Judge(const std::optional<Row>& row, Micros now) {
   return Verdict::Acquire;
 }
 
-bool IsTakeover(const std::optional<Row>& row, Micros now) {
-  return row && !Expired(*row, now) && !row->completed;
-}
+bool IsTakeover(const std::optional<Row>& row, Micros now) { return row && !Expired(*row, now) && !row->completed; }
 
 }  // namespace pgi::decide

@@ -45,8 +45,8 @@ void AppendCanonical(StringInfo out, Jsonb* jb) {
   bool top_is_scalar = false;
   int depth = 0;
   for (JsonbIteratorToken token; (token = JsonbIteratorNext(&it, &v, false)) != WJB_DONE; previous = token) {
-    const bool starts_item = token == WJB_KEY || token == WJB_ELEM || token == WJB_VALUE ||
-                             token == WJB_BEGIN_ARRAY || token == WJB_BEGIN_OBJECT;
+    const bool starts_item = token == WJB_KEY || token == WJB_ELEM || token == WJB_VALUE || token == WJB_BEGIN_ARRAY ||
+                             token == WJB_BEGIN_OBJECT;
     // A comma goes between siblings: before an item that follows a finished one.
     if (starts_item && token != WJB_VALUE && previous != WJB_DONE && previous != WJB_BEGIN_ARRAY &&
         previous != WJB_BEGIN_OBJECT && previous != WJB_KEY)

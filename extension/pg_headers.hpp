@@ -28,8 +28,8 @@ extern "C" {
 }
 
 // Declares a SQL-callable function with C linkage, as the fmgr looks it up.
-#define PGI_SQL_FUNCTION(name)        \
-  extern "C" {                        \
-  PG_FUNCTION_INFO_V1(name);          \
-  }                                   \
+#define PGI_SQL_FUNCTION(name) \
+  extern "C" {                 \
+  PG_FUNCTION_INFO_V1(name);   \
+  }                            \
   extern "C" Datum name(PG_FUNCTION_ARGS)

@@ -13,29 +13,26 @@ int sweep_batch_size = 10000;
 }  // namespace
 
 void Init() {
-  DefineCustomIntVariable("idempotency.default_ttl",
-                          "How long a key is kept after its first claim when claim() is given no ttl.",
-                          nullptr, &default_ttl_s, default_ttl_s, 1, INT_MAX, PGC_USERSET, GUC_UNIT_S, nullptr,
-                          nullptr, nullptr);
+  DefineCustomIntVariable(
+      "idempotency.default_ttl", "How long a key is kept after its first claim when claim() is given no ttl.", nullptr,
+      &default_ttl_s, default_ttl_s, 1, INT_MAX, PGC_USERSET, GUC_UNIT_S, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("idempotency.default_lease",
                           "How long a claim holds its key before another claim may take it over, when claim() "
                           "or checkpoint() is given no lease.",
-                          nullptr, &default_lease_ms, default_lease_ms, 1, INT_MAX, PGC_USERSET, GUC_UNIT_MS,
-                          nullptr, nullptr, nullptr);
-  DefineCustomIntVariable("idempotency.max_response_size",
-                          "Largest response (body plus headers) that finish() stores.", nullptr,
-                          &max_response_bytes, max_response_bytes, 0, MaxAllocSize / 2, PGC_USERSET, GUC_UNIT_BYTE,
-                          nullptr, nullptr, nullptr);
+                          nullptr, &default_lease_ms, default_lease_ms, 1, INT_MAX, PGC_USERSET, GUC_UNIT_MS, nullptr,
+                          nullptr, nullptr);
+  DefineCustomIntVariable("idempotency.max_response_size", "Largest response (body plus headers) that finish() stores.",
+                          nullptr, &max_response_bytes, max_response_bytes, 0, MaxAllocSize / 2, PGC_USERSET,
+                          GUC_UNIT_BYTE, nullptr, nullptr, nullptr);
   DefineCustomBoolVariable("idempotency.sweeper",
                            "Whether the background sweeper deletes expired keys (needs the library preloaded).",
                            nullptr, &sweeper_enabled, sweeper_enabled, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("idempotency.sweep_interval", "Pause between two sweeps of a database.", nullptr,
-                          &sweep_interval_ms, sweep_interval_ms, 10, INT_MAX, PGC_SIGHUP, GUC_UNIT_MS, nullptr,
-                          nullptr, nullptr);
+                          &sweep_interval_ms, sweep_interval_ms, 10, INT_MAX, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
+                          nullptr);
   DefineCustomIntVariable("idempotency.sweep_batch_size",
                           "Most expired keys deleted in one sweep transaction; also sweep()'s default.", nullptr,
-                          &sweep_batch_size, sweep_batch_size, 1, INT_MAX, PGC_SIGHUP, 0, nullptr, nullptr,
-                          nullptr);
+                          &sweep_batch_size, sweep_batch_size, 1, INT_MAX, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   MarkGUCPrefixReserved("idempotency");
 }
 

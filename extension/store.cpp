@@ -82,7 +82,9 @@ const StatementText kStatements[] = {
      4,
      {TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID}},
     // Lookup: $3 now
-    {"SELECT k FROM idempotency.keys AS k WHERE" KEY_IS "AND k.expires_at" GT "$3", 3, {TEXTOID, TEXTOID, TIMESTAMPTZOID}},
+    {"SELECT k FROM idempotency.keys AS k WHERE" KEY_IS "AND k.expires_at" GT "$3",
+     3,
+     {TEXTOID, TEXTOID, TIMESTAMPTZOID}},
     // Sweep: $1 now, $2 limit. Rows are picked through the expires_at index and
     // locked with SKIP LOCKED, so a row a claim is working on is left alone
     // and nobody waits on the sweep's choice; deleted by ctid (a TID scan).
@@ -127,7 +129,9 @@ void Connect() {
   });
 }
 
-void Disconnect() { PgCall([] { SPI_finish(); }); }
+void Disconnect() {
+  PgCall([] { SPI_finish(); });
+}
 
 KeyRow Read(const args::KeyRef& key) {
   return PgCall([&] {
@@ -165,9 +169,12 @@ namespace {
 ClaimedRow WriteClaim(Statement which, const args::KeyRef& key, const NewClaim& claim, int row_wait_ms) {
   return PgCall([&] {
     ClaimedRow result{};
-    Datum values[] = {PointerGetDatum(key.scope),         PointerGetDatum(key.key),
-                      PointerGetDatum(claim.fingerprint), Int64GetDatum(claim.token),
-                      TimestampTzGetDatum(claim.now),     TimestampTzGetDatum(claim.expires_at),
+    Datum values[] = {PointerGetDatum(key.scope),
+                      PointerGetDatum(key.key),
+                      PointerGetDatum(claim.fingerprint),
+                      Int64GetDatum(claim.token),
+                      TimestampTzGetDatum(claim.now),
+                      TimestampTzGetDatum(claim.expires_at),
                       TimestampTzGetDatum(claim.locked_until)};
     const char nulls[] = {' ', ' ', NullFlag(claim.fingerprint), ' ', ' ', ' ', ' ', '\0'};
     auto execute = [&] { Execute(which, values, nulls, 1); };
@@ -201,9 +208,8 @@ ClaimedRow TakeOver(const args::KeyRef& key, const NewClaim& claim, int row_wait
 
 bool Complete(const args::KeyRef& key, int64 token, TimestampTz now, const Response& response) {
   return PgCall([&] {
-    Datum values[] = {PointerGetDatum(key.scope),    PointerGetDatum(key.key),
-                      Int64GetDatum(token),          TimestampTzGetDatum(now),
-                      Int32GetDatum(response.status), PointerGetDatum(response.body),
+    Datum values[] = {PointerGetDatum(key.scope),       PointerGetDatum(key.key),       Int64GetDatum(token),
+                      TimestampTzGetDatum(now),         Int32GetDatum(response.status), PointerGetDatum(response.body),
                       PointerGetDatum(response.headers)};
     const char nulls[] = {' ', ' ', ' ', ' ', ' ', NullFlag(response.body), NullFlag(response.headers), '\0'};
     Execute(Statement::Complete, values, nulls, 0);
@@ -211,10 +217,9 @@ bool Complete(const args::KeyRef& key, int64 token, TimestampTz now, const Respo
   });
 }
 
-bool Checkpoint(const args::KeyRef& key, int64 token, TimestampTz now, text* recovery_point,
-                TimestampTz locked_until) {
+bool Checkpoint(const args::KeyRef& key, int64 token, TimestampTz now, text* recovery_point, TimestampTz locked_until) {
   return PgCall([&] {
-    Datum values[] = {PointerGetDatum(key.scope), PointerGetDatum(key.key),      Int64GetDatum(token),
+    Datum values[] = {PointerGetDatum(key.scope), PointerGetDatum(key.key),        Int64GetDatum(token),
                       TimestampTzGetDatum(now),   PointerGetDatum(recovery_point), TimestampTzGetDatum(locked_until)};
     const char nulls[] = {' ', ' ', ' ', ' ', NullFlag(recovery_point), ' ', '\0'};
     Execute(Statement::Checkpoint, values, nulls, 0);

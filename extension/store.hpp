@@ -21,8 +21,8 @@ struct KeyRow {
   bool completed;
   int64 token;
   int32 attempt;
-  bytea* fingerprint;     // nullptr = NULL
-  text* recovery_point;   // nullptr = NULL
+  bytea* fingerprint;    // nullptr = NULL
+  text* recovery_point;  // nullptr = NULL
   TimestampTz expires_at;
   bool has_locked_until;
   TimestampTz locked_until;
@@ -76,8 +76,7 @@ ClaimedRow TakeOver(const args::KeyRef& key, const NewClaim& claim, int row_wait
 bool Complete(const args::KeyRef& key, int64 token, TimestampTz now, const Response& response);
 
 // Sets recovery point and lease end of the key held by token. False if no such row.
-bool Checkpoint(const args::KeyRef& key, int64 token, TimestampTz now, text* recovery_point,
-                TimestampTz locked_until);
+bool Checkpoint(const args::KeyRef& key, int64 token, TimestampTz now, text* recovery_point, TimestampTz locked_until);
 
 // Deletes the in_progress, unexpired key held by token. False if no such row.
 bool Release(const args::KeyRef& key, int64 token, TimestampTz now);
