@@ -80,11 +80,20 @@ Answer post(const Target& t, const std::string* key, const std::string& body,
   a.replayed = res->get_header_value("Idempotent-Replayed") == "true";
   if (res->has_header("Retry-After")) a.retry_after = std::atoi(res->get_header_value("Retry-After").c_str());
   switch (a.status) {
-    case 201: (a.replayed ? g_stats.replays : g_stats.created)++; break;
-    case 409: ++g_stats.conflicts; break;
-    case 422: ++g_stats.mismatches; break;
-    case 400: ++g_stats.bad_requests; break;
-    default: problem("unexpected status " + std::to_string(a.status) + ": " + a.body);
+    case 201:
+      (a.replayed ? g_stats.replays : g_stats.created)++;
+      break;
+    case 409:
+      ++g_stats.conflicts;
+      break;
+    case 422:
+      ++g_stats.mismatches;
+      break;
+    case 400:
+      ++g_stats.bad_requests;
+      break;
+    default:
+      problem("unexpected status " + std::to_string(a.status) + ": " + a.body);
   }
   if (a.status == 409 && a.retry_after < 1) problem("409 without Retry-After");
   if (a.status == 201 && key) {
@@ -153,12 +162,18 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) usage();
       return argv[++i];
     };
-    if (a == "--url") url = next();
-    else if (a == "--keys") keys = std::atoi(next().c_str());
-    else if (a == "--dups") dups = std::atoi(next().c_str());
-    else if (a == "--timeout-keys") timeout_keys = std::atoi(next().c_str());
-    else if (a == "--concurrency") concurrency = std::atoi(next().c_str());
-    else usage();
+    if (a == "--url")
+      url = next();
+    else if (a == "--keys")
+      keys = std::atoi(next().c_str());
+    else if (a == "--dups")
+      dups = std::atoi(next().c_str());
+    else if (a == "--timeout-keys")
+      timeout_keys = std::atoi(next().c_str());
+    else if (a == "--concurrency")
+      concurrency = std::atoi(next().c_str());
+    else
+      usage();
   }
   const std::string prefix = "http://";
   if (url.rfind(prefix, 0) != 0 || keys < 1 || dups < 1 || concurrency < 1) usage();
@@ -246,8 +261,10 @@ int main(int argc, char** argv) {
   const int distinct = keys + timeout_keys;
   int keys_with_one = 0;
   for (const auto& [key, n] : g_created_count) {
-    if (n == 1) ++keys_with_one;
-    else problem(key + " answered 201 (not replayed) " + std::to_string(n) + " times");
+    if (n == 1)
+      ++keys_with_one;
+    else
+      problem(key + " answered 201 (not replayed) " + std::to_string(n) + " times");
   }
   // A timed-out first request is never seen as 201 by the client; its payment
   // still exists (and the retries got its replay).
@@ -259,8 +276,7 @@ int main(int argc, char** argv) {
   std::printf("distinct keys          %6d\n", distinct);
   std::printf("payments created       %6lld   (rows added to demo.payments)\n", created);
   std::printf("201 first answers      %6d\n", g_stats.created.load());
-  std::printf("201 replays            %6d   (Idempotent-Replayed: true, body byte for byte)\n",
-              g_stats.replays.load());
+  std::printf("201 replays            %6d   (Idempotent-Replayed: true, body byte for byte)\n", g_stats.replays.load());
   std::printf("409 in flight          %6d   (with Retry-After)\n", g_stats.conflicts.load());
   std::printf("422 changed body       %6d\n", g_stats.mismatches.load());
   std::printf("400 bad requests       %6d\n", g_stats.bad_requests.load());

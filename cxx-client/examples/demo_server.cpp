@@ -117,8 +117,8 @@ void post_payment(const httplib::Request& req, httplib::Response& res) {
   }
   if (!body.contains("amount") || !body["amount"].is_number_integer() || !body.contains("currency") ||
       !body["currency"].is_string() || (body.contains("delay_ms") && !body["delay_ms"].is_number_integer())) {
-    return send(res, idempotency::error_reply(400, "invalid_request",
-                                              "expected {\"amount\": <int>, \"currency\": \"<str>\"}"));
+    return send(
+        res, idempotency::error_reply(400, "invalid_request", "expected {\"amount\": <int>, \"currency\": \"<str>\"}"));
   }
   const long long amount = body["amount"].get<long long>();
   const std::string currency = body["currency"].get<std::string>();
@@ -129,9 +129,8 @@ void post_payment(const httplib::Request& req, httplib::Response& res) {
 
   try {
     // Fingerprint: idempotency.fingerprint(body), computed by the server in the claim.
-    auto result = db().execute_json("payments", key, req.body, [&](PGconn* conn) {
-      return create_payment(conn, key, amount, currency, delay_ms);
-    });
+    auto result = db().execute_json(
+        "payments", key, req.body, [&](PGconn* conn) { return create_payment(conn, key, amount, currency, delay_ms); });
     send(res, idempotency::to_http(result));
   } catch (const idempotency::Error& e) {
     if (e.connection_error()) {
@@ -167,10 +166,14 @@ int main(int argc, char** argv) {
   int threads = 32;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--listen" && i + 1 < argc) listen = argv[++i];
-    else if (a == "--db" && i + 1 < argc) g_conninfo = argv[++i];
-    else if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
-    else usage();
+    if (a == "--listen" && i + 1 < argc)
+      listen = argv[++i];
+    else if (a == "--db" && i + 1 < argc)
+      g_conninfo = argv[++i];
+    else if (a == "--threads" && i + 1 < argc)
+      threads = std::atoi(argv[++i]);
+    else
+      usage();
   }
   const auto colon = listen.rfind(':');
   if (colon == std::string::npos || threads < 1) usage();

@@ -5,7 +5,7 @@
 #include <iostream>
 
 int main() {
-  idempotency::Client client("dbname=app");   // owns its connection; one Client per thread
+  idempotency::Client client("dbname=app");  // owns its connection; one Client per thread
 
   // The request as received: its key and body. The fingerprint is
   // idempotency.fingerprint(body), so key order and white space do not matter.
@@ -24,7 +24,7 @@ int main() {
 
   // Map the outcome to what an HTTP endpoint answers.
   idempotency::HttpReply reply = idempotency::to_http(result);
-  std::cout << reply.status << " " << reply.body << "\n";        // 201 {"id": 7}
+  std::cout << reply.status << " " << reply.body << "\n";  // 201 {"id": 7}
   for (auto& [name, value] : reply.headers) std::cout << name << ": " << value << "\n";
   // replay: 201, the stored body, Idempotent-Replayed: true
   // in_progress: 409 with Retry-After; mismatch: 422; no key: missing_key_reply() is 400

@@ -12,8 +12,7 @@ namespace idempotency {
 namespace {
 
 // Type OIDs (fixed in PostgreSQL's catalog).
-constexpr Oid kBytea = 17, kInt8 = 20, kInt4 = 23, kText = 25, kJsonb = 3802,
-              kInterval = 1186;
+constexpr Oid kBytea = 17, kInt8 = 20, kInt4 = 23, kText = 25, kJsonb = 3802, kInterval = 1186;
 
 struct Statement {
   const char* name;
@@ -31,23 +30,26 @@ constexpr const char* kClaimColumns =
 enum StatementId { kClaim, kClaimJson, kFinish, kCheckpoint, kRelease, kLookup, kSweep, kFingerprint, kCount };
 
 const std::string& claim_sql(bool json) {
-  static const std::string plain = std::string(kClaimColumns) +
-                                   "idempotency.claim($1, $2, $3, $4, $5, $6) AS c";
+  static const std::string plain = std::string(kClaimColumns) + "idempotency.claim($1, $2, $3, $4, $5, $6) AS c";
   static const std::string with_json =
-      std::string(kClaimColumns) +
-      "idempotency.claim($1, $2, idempotency.fingerprint($3), $4, $5, $6) AS c";
+      std::string(kClaimColumns) + "idempotency.claim($1, $2, idempotency.fingerprint($3), $4, $5, $6) AS c";
   return json ? with_json : plain;
 }
 
 const Statement& statement(StatementId id) {
   static const Statement table[kCount] = {
-      {"idempotency_v1_claim", claim_sql(false).c_str(), 6,
-       {kText, kText, kBytea, kInterval, kInterval, kInterval}},
-      {"idempotency_v1_claim_json", claim_sql(true).c_str(), 6,
+      {"idempotency_v1_claim", claim_sql(false).c_str(), 6, {kText, kText, kBytea, kInterval, kInterval, kInterval}},
+      {"idempotency_v1_claim_json",
+       claim_sql(true).c_str(),
+       6,
        {kText, kText, kJsonb, kInterval, kInterval, kInterval}},
-      {"idempotency_v1_finish", "SELECT idempotency.finish($1, $2, $3, $4, $5, $6)", 6,
+      {"idempotency_v1_finish",
+       "SELECT idempotency.finish($1, $2, $3, $4, $5, $6)",
+       6,
        {kText, kText, kInt8, kInt4, kBytea, kJsonb}},
-      {"idempotency_v1_checkpoint", "SELECT idempotency.checkpoint($1, $2, $3, $4, $5)", 5,
+      {"idempotency_v1_checkpoint",
+       "SELECT idempotency.checkpoint($1, $2, $3, $4, $5)",
+       5,
        {kText, kText, kInt8, kText, kInterval}},
       {"idempotency_v1_release", "SELECT idempotency.release($1, $2, $3)", 3, {kText, kText, kInt8}},
       {"idempotency_v1_lookup",
@@ -78,7 +80,8 @@ std::string trim(std::string s) {
     // "primary. DETAIL: ... HINT: ..." without libpq's "ERROR:  " prefix.
     if (const char* primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)) {
       message = primary;
-      if (const char* detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL)) message += std::string(" DETAIL: ") + detail;
+      if (const char* detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL))
+        message += std::string(" DETAIL: ") + detail;
       if (const char* hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT)) message += std::string(" HINT: ") + hint;
     } else {
       message = trim(PQresultErrorMessage(res));
@@ -183,8 +186,8 @@ struct Row {
   const char* fixed(int c, int width) const {
     if (PQgetlength(res, row, c) != width) {
       throw Error("XX000", std::string("idempotency: result column ") + PQfname(res, c) + " has " +
-                               std::to_string(PQgetlength(res, row, c)) + " bytes, expected " +
-                               std::to_string(width) + " (extension version mismatch?)");
+                               std::to_string(PQgetlength(res, row, c)) + " bytes, expected " + std::to_string(width) +
+                               " (extension version mismatch?)");
     }
     return PQgetvalue(res, row, c);
   }
@@ -216,8 +219,8 @@ struct Detail {
   static void ensure_open(Client& c, const char* what) {
     if (c.conn_ == nullptr) throw Error("08003", std::string("idempotency: ") + what + " on a moved-from Client");
     if (PQstatus(c.conn_) == CONNECTION_BAD) {
-      throw Error("08006", std::string("idempotency: connection lost before ") + what + ": " +
-                               trim(PQerrorMessage(c.conn_)));
+      throw Error("08006",
+                  std::string("idempotency: connection lost before ") + what + ": " + trim(PQerrorMessage(c.conn_)));
     }
   }
 
@@ -294,10 +297,14 @@ struct Detail {
 
 const char* to_string(Outcome o) noexcept {
   switch (o) {
-    case Outcome::Claimed: return "claimed";
-    case Outcome::Replay: return "replay";
-    case Outcome::InProgress: return "in_progress";
-    case Outcome::Mismatch: return "mismatch";
+    case Outcome::Claimed:
+      return "claimed";
+    case Outcome::Replay:
+      return "replay";
+    case Outcome::InProgress:
+      return "in_progress";
+    case Outcome::Mismatch:
+      return "mismatch";
   }
   return "unknown";
 }
@@ -471,8 +478,12 @@ ClaimResult Client::execute_impl(std::string_view scope, std::string_view key, c
   Detail::ensure_open(*this, "execute");
   bool own_tx = false;
   switch (PQtransactionStatus(conn_)) {
-    case PQTRANS_IDLE: own_tx = true; break;
-    case PQTRANS_INTRANS: own_tx = false; break;
+    case PQTRANS_IDLE:
+      own_tx = true;
+      break;
+    case PQTRANS_INTRANS:
+      own_tx = false;
+      break;
     case PQTRANS_INERROR:
       throw Error("25P02", "idempotency: execute() on a connection whose transaction has failed; roll it back first");
     case PQTRANS_ACTIVE:

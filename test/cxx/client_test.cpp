@@ -111,8 +111,8 @@ int notes(Conn& c, const std::string& scope) {
 
 Response note_handler_response(PGconn* conn, const std::string& scope, const std::string& note) {
   const char* params[2] = {scope.c_str(), note.c_str()};
-  PGresult* r = PQexecParams(conn, "INSERT INTO cxx_work (scope, note) VALUES ($1, $2)", 2, nullptr, params,
-                             nullptr, nullptr, 0);
+  PGresult* r =
+      PQexecParams(conn, "INSERT INTO cxx_work (scope, note) VALUES ($1, $2)", 2, nullptr, params, nullptr, nullptr, 0);
   EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQresultErrorMessage(r);
   PQclear(r);
   return Response{201, "created " + note, R"({"Content-Type": "text/plain"})"};
@@ -120,14 +120,14 @@ Response note_handler_response(PGconn* conn, const std::string& scope, const std
 
 }  // namespace
 
-#define EXPECT_SQLSTATE(statement, state)                                           \
-  do {                                                                              \
-    try {                                                                           \
-      statement;                                                                    \
-      ADD_FAILURE() << #statement << ": no error, expected SQLSTATE " << (state);   \
-    } catch (const idempotency::Error& e_) {                                        \
-      EXPECT_EQ(e_.sqlstate(), (state)) << #statement << ": " << e_.what();         \
-    }                                                                               \
+#define EXPECT_SQLSTATE(statement, state)                                         \
+  do {                                                                            \
+    try {                                                                         \
+      statement;                                                                  \
+      ADD_FAILURE() << #statement << ": no error, expected SQLSTATE " << (state); \
+    } catch (const idempotency::Error& e_) {                                      \
+      EXPECT_EQ(e_.sqlstate(), (state)) << #statement << ": " << e_.what();       \
+    }                                                                             \
   } while (0)
 
 // ---- outcomes ---------------------------------------------------------------
@@ -495,7 +495,11 @@ TEST(Fingerprint, CanonicalJsonDigest) {
   EXPECT_SQLSTATE(c.claim_json(s, "k2", "nope"), "22P02");
   auto e = c.execute_json(s, "k3", R"({"a": [1, 2]})", [](PGconn*) { return Response{200, "j", ""}; });
   EXPECT_EQ(e.outcome, Outcome::Claimed);
-  EXPECT_EQ(c.execute_json(s, "k3", R"({ "a":[1,2] })", [](PGconn*) { return Response{500, "", ""}; }).outcome,
+  EXPECT_EQ(c.execute_json(s, "k3", R"({ "a":[1,2] })",
+                           [](PGconn*) {
+                             return Response{500, "", ""};
+                           })
+                .outcome,
             Outcome::Replay);
 }
 
@@ -515,8 +519,8 @@ TEST(Errors, InvalidArgumentsAre22023) {
   EXPECT_SQLSTATE(c.claim(s, "k", {std::nullopt, std::nullopt, std::nullopt, -1ms}), "22023");
   EXPECT_FALSE(c.lookup(s, "k").has_value());  // errors change nothing
   // The limits themselves are fine.
-  EXPECT_TRUE(c.claim(s, std::string(255, 'k'), {std::string(64, 'f'), std::nullopt, std::nullopt, std::nullopt})
-                  .claimed());
+  EXPECT_TRUE(
+      c.claim(s, std::string(255, 'k'), {std::string(64, 'f'), std::nullopt, std::nullopt, std::nullopt}).claimed());
   EXPECT_TRUE(c.claim(std::string(255, 's'), "k-" + s).claimed());
 }
 
@@ -539,9 +543,10 @@ TEST(Errors, ResponseLargerThanMaxResponseSizeIs54000) {
   auto r = c.claim(s, "k");
   EXPECT_SQLSTATE(c.finish(s, "k", *r.token, {200, std::string(1024 * 1024 + 1, 'x'), ""}), "54000");
   // body + headers together count
-  EXPECT_SQLSTATE(c.finish(s, "k", *r.token, {200, std::string(1024 * 1024 - 10, 'x'),
-                                              R"({"X-Padding": "0123456789012345678901234567890"})"}),
-                  "54000");
+  EXPECT_SQLSTATE(
+      c.finish(s, "k", *r.token,
+               {200, std::string(1024 * 1024 - 10, 'x'), R"({"X-Padding": "0123456789012345678901234567890"})"}),
+      "54000");
   auto rec = c.lookup(s, "k");
   ASSERT_TRUE(rec.has_value());
   EXPECT_EQ(rec->state, KeyState::InProgress);
@@ -737,7 +742,11 @@ TEST(Borrow, FailedCallerTransactionIs25P02) {
   caller.query("SELECT 1/0", {}, &state);
   EXPECT_EQ(state, "22012");
   bool ran = false;
-  EXPECT_SQLSTATE(c.execute(s, "k", std::nullopt, [&](PGconn*) { ran = true; return Response{200, "", ""}; }),
+  EXPECT_SQLSTATE(c.execute(s, "k", std::nullopt,
+                            [&](PGconn*) {
+                              ran = true;
+                              return Response{200, "", ""};
+                            }),
                   "25P02");
   EXPECT_SQLSTATE(c.claim(s, "k"), "25P02");
   EXPECT_FALSE(ran);
@@ -947,13 +956,18 @@ void hammer(bool wait, int threads, int keys, int rounds) {
               return Response{200, "result-" + std::to_string(k), ""};
             });
             switch (r.outcome) {
-              case Outcome::Claimed: ++claimed; break;
+              case Outcome::Claimed:
+                ++claimed;
+                break;
               case Outcome::Replay:
                 ++replays;
                 if (r.response->body != "result-" + std::to_string(k)) ++other;
                 break;
-              case Outcome::InProgress: ++in_progress; break;
-              default: ++other;
+              case Outcome::InProgress:
+                ++in_progress;
+                break;
+              default:
+                ++other;
             }
           }
         }

@@ -93,9 +93,7 @@ TEST(Http, ParseHeadersJson) {
   EXPECT_THROW(parse_headers_json("[1]"), Error);
 }
 
-TEST(Http, JsonQuote) {
-  EXPECT_EQ(json_quote("a\"b\\c\n\x01"), "\"a\\\"b\\\\c\\n\\u0001\"");
-}
+TEST(Http, JsonQuote) { EXPECT_EQ(json_quote("a\"b\\c\n\x01"), "\"a\\\"b\\\\c\\n\\u0001\""); }
 
 TEST(Http, OutcomeNames) {
   EXPECT_STREQ(to_string(Outcome::Claimed), "claimed");

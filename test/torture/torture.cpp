@@ -36,18 +36,18 @@ struct Options {
   int clients = 16;
   long requests = 10000;
   int keys = 300;
-  int window = 8;        // hot keys at any moment
-  int passes = 3;        // sweeps of the window over the key space
+  int window = 8;  // hot keys at any moment
+  int passes = 3;  // sweeps of the window over the key space
   int lease_ms = 120;
-  int stall_ms = 180;    // > lease
+  int stall_ms = 180;  // > lease
   unsigned seed = 1;
   bool tolerate_disconnect = false;
   std::string scope = "torture";
-  int steps = 3;         // multistep
-  int wait_pct = 0;      // share of claims that wait for a holder
+  int steps = 3;     // multistep
+  int wait_pct = 0;  // share of claims that wait for a holder
   int wait_ms = 30;
-  int ttl_ms = 0;        // 0: the default (24 h); short: keys expire and are swept mid-run
-  int sweep_ms = 0;      // > 0: one more connection calls sweep(100) this often
+  int ttl_ms = 0;    // 0: the default (24 h); short: keys expire and are swept mid-run
+  int sweep_ms = 0;  // > 0: one more connection calls sweep(100) this often
   std::string isolation = "read committed";
 };
 
@@ -101,8 +101,10 @@ void Hold::take(KeySlot& s, const std::string& key) {
     // its transaction (and so released the key) before this claim.
     bool excused = false;
     for (int i = 0; i < 200 && !excused; i++) {
-      if (s.error_drops.load() != errors_before) excused = true;
-      else std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      if (s.error_drops.load() != errors_before)
+        excused = true;
+      else
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     if (!excused) Fail("two holders at once for " + key);
   }
@@ -131,7 +133,8 @@ class Conn {
  public:
   Conn(const Options& o, bool tolerate) : tolerate_(tolerate) {
     c_ = PQconnectdb(o.conninfo.c_str());
-    PQsetNoticeProcessor(c_, [](void*, const char*) {}, nullptr);
+    PQsetNoticeProcessor(
+        c_, [](void*, const char*) {}, nullptr);
     if (PQstatus(c_) != CONNECTION_OK) {
       std::string msg = PQerrorMessage(c_);
       PQfinish(c_);
@@ -427,7 +430,8 @@ void MultiStepWorker(const Options& o, int id, std::vector<Seen>* seen) {
         done = step;
       }
       if (dead || done < o.steps) continue;
-      auto f = conn->exec("SELECT idempotency.finish($1, $2, $3, 201, convert_to('done', 'UTF8'))", {o.scope, key, token});
+      auto f =
+          conn->exec("SELECT idempotency.finish($1, $2, $3, 201, convert_to('done', 'UTF8'))", {o.scope, key, token});
       if (!f->ok()) {
         if (f->sqlstate() == "IK001") {
           counts.fenced++;
@@ -492,7 +496,8 @@ CREATE TABLE IF NOT EXISTS torture.deaths (seq bigint DEFAULT nextval('torture.s
 int Usage() {
   std::fprintf(stderr,
                "usage: torture setup|load|multistep [--clients N] [--requests N] [--keys N] [--window N] [--passes N]\n"
-               "       [--lease-ms N] [--stall-ms N] [--seed N] [--scope S] [--steps N] [--wait-pct P] [--wait-ms N] [--ttl-ms N] [--sweep-ms N] [--isolation \"repeatable read\"|serializable]\n"
+               "       [--lease-ms N] [--stall-ms N] [--seed N] [--scope S] [--steps N] [--wait-pct P] [--wait-ms N] "
+               "[--ttl-ms N] [--sweep-ms N] [--isolation \"repeatable read\"|serializable]\n"
                "       [--tolerate-disconnect] [--conninfo STR]\n");
   return 2;
 }
@@ -509,24 +514,42 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) std::exit(Usage());
       return argv[++i];
     };
-    if (a == "--clients") o.clients = std::stoi(next());
-    else if (a == "--requests") o.requests = std::stol(next());
-    else if (a == "--keys") o.keys = std::stoi(next());
-    else if (a == "--passes") o.passes = std::stoi(next());
-    else if (a == "--window") o.window = std::stoi(next());
-    else if (a == "--lease-ms") o.lease_ms = std::stoi(next());
-    else if (a == "--stall-ms") o.stall_ms = std::stoi(next());
-    else if (a == "--seed") o.seed = static_cast<unsigned>(std::stoul(next()));
-    else if (a == "--scope") o.scope = next();
-    else if (a == "--steps") o.steps = std::stoi(next());
-    else if (a == "--wait-pct") o.wait_pct = std::stoi(next());
-    else if (a == "--wait-ms") o.wait_ms = std::stoi(next());
-    else if (a == "--ttl-ms") o.ttl_ms = std::stoi(next());
-    else if (a == "--sweep-ms") o.sweep_ms = std::stoi(next());
-    else if (a == "--isolation") o.isolation = next();
-    else if (a == "--conninfo") o.conninfo = next();
-    else if (a == "--tolerate-disconnect") o.tolerate_disconnect = true;
-    else return Usage();
+    if (a == "--clients")
+      o.clients = std::stoi(next());
+    else if (a == "--requests")
+      o.requests = std::stol(next());
+    else if (a == "--keys")
+      o.keys = std::stoi(next());
+    else if (a == "--passes")
+      o.passes = std::stoi(next());
+    else if (a == "--window")
+      o.window = std::stoi(next());
+    else if (a == "--lease-ms")
+      o.lease_ms = std::stoi(next());
+    else if (a == "--stall-ms")
+      o.stall_ms = std::stoi(next());
+    else if (a == "--seed")
+      o.seed = static_cast<unsigned>(std::stoul(next()));
+    else if (a == "--scope")
+      o.scope = next();
+    else if (a == "--steps")
+      o.steps = std::stoi(next());
+    else if (a == "--wait-pct")
+      o.wait_pct = std::stoi(next());
+    else if (a == "--wait-ms")
+      o.wait_ms = std::stoi(next());
+    else if (a == "--ttl-ms")
+      o.ttl_ms = std::stoi(next());
+    else if (a == "--sweep-ms")
+      o.sweep_ms = std::stoi(next());
+    else if (a == "--isolation")
+      o.isolation = next();
+    else if (a == "--conninfo")
+      o.conninfo = next();
+    else if (a == "--tolerate-disconnect")
+      o.tolerate_disconnect = true;
+    else
+      return Usage();
   }
   if (mode == "setup") {
     PGconn* c = PQconnectdb(o.conninfo.c_str());
@@ -555,8 +578,10 @@ int main(int argc, char** argv) {
         Conn c(o, o.tolerate_disconnect);
         while (!done) {
           auto r = c.exec("SELECT idempotency.sweep(100)");
-          if (!r->ok()) Fail(std::string("sweep: ") + PQresultErrorMessage(r->res));
-          else swept += std::atol(r->get(0).c_str());
+          if (!r->ok())
+            Fail(std::string("sweep: ") + PQresultErrorMessage(r->res));
+          else
+            swept += std::atol(r->get(0).c_str());
           std::this_thread::sleep_for(std::chrono::milliseconds(o.sweep_ms));
         }
       } catch (const Disconnected&) {

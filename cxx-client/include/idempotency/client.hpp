@@ -43,19 +43,19 @@ struct Response {
 };
 
 struct ClaimOptions {
-  std::optional<std::string> fingerprint;  // raw digest bytes (at most 64)
+  std::optional<std::string> fingerprint;                     // raw digest bytes (at most 64)
   std::optional<std::chrono::milliseconds> ttl, lease, wait;  // unset: the server's defaults, wait 0
 };
 
 struct ClaimResult {
   Outcome outcome = Outcome::InProgress;
-  std::optional<std::int64_t> token;           // set when Claimed
-  int attempt = 0;                             // 1 = fresh claim, >1 = takeover (0 if not Claimed)
-  std::optional<std::string> recovery_point;   // kept across takeovers
-  std::optional<Response> response;            // Replay: the stored one; execute() Claimed: the new one
+  std::optional<std::int64_t> token;          // set when Claimed
+  int attempt = 0;                            // 1 = fresh claim, >1 = takeover (0 if not Claimed)
+  std::optional<std::string> recovery_point;  // kept across takeovers
+  std::optional<Response> response;           // Replay: the stored one; execute() Claimed: the new one
   // Added members.
   std::optional<TimePoint> expires_at;
-  std::optional<TimePoint> locked_until;       // lease end (Claimed / InProgress when known)
+  std::optional<TimePoint> locked_until;  // lease end (Claimed / InProgress when known)
 
   bool claimed() const noexcept { return outcome == Outcome::Claimed; }
   bool replayed() const noexcept { return outcome == Outcome::Replay; }
@@ -72,7 +72,7 @@ struct KeyRecord {
   int attempt = 0;
   std::optional<std::string> recovery_point;
   std::optional<TimePoint> locked_until, created_at, completed_at, expires_at;
-  std::optional<Response> response;            // set once completed
+  std::optional<Response> response;  // set once completed
 };
 
 class Error : public std::runtime_error {
@@ -106,8 +106,7 @@ class Client {
   bool finish(std::string_view scope, std::string_view key, std::int64_t token, const Response&);
   // Records progress and renews the lease; returns the new locked_until.
   TimePoint checkpoint(std::string_view scope, std::string_view key, std::int64_t token,
-                       std::string_view recovery_point,
-                       std::optional<std::chrono::milliseconds> lease = std::nullopt);
+                       std::string_view recovery_point, std::optional<std::chrono::milliseconds> lease = std::nullopt);
   bool release(std::string_view scope, std::string_view key, std::int64_t token);
   std::optional<KeyRecord> lookup(std::string_view scope, std::string_view key);
   std::int64_t sweep(std::optional<int> batch_size = std::nullopt);
@@ -134,8 +133,8 @@ class Client {
   // The handler uses the connection synchronously and must not end the
   // transaction itself (no COMMIT/ROLLBACK); a handler that swallows an SQL
   // error leaves the transaction failed, which finish reports (25P02).
-  ClaimResult execute(std::string_view scope, std::string_view key,
-                      std::optional<std::string> fingerprint, const Handler& handler);
+  ClaimResult execute(std::string_view scope, std::string_view key, std::optional<std::string> fingerprint,
+                      const Handler& handler);
   ClaimResult execute(std::string_view scope, std::string_view key, const ClaimOptions& options,
                       const Handler& handler);
   // execute() fingerprinting a JSON request on the server (see claim_json).

@@ -82,10 +82,10 @@ inline ClaimResult pqxx_claim(pqxx::transaction_base& tx, std::string_view scope
                         : tx.exec_params1(sql, s, k, nullptr, ttl, lease, wait);
     ClaimResult r;
     const std::string outcome = row[0].as<std::string>();
-    r.outcome = outcome == "claimed"     ? Outcome::Claimed
-                : outcome == "replay"    ? Outcome::Replay
-                : outcome == "mismatch"  ? Outcome::Mismatch
-                                         : Outcome::InProgress;
+    r.outcome = outcome == "claimed"    ? Outcome::Claimed
+                : outcome == "replay"   ? Outcome::Replay
+                : outcome == "mismatch" ? Outcome::Mismatch
+                                        : Outcome::InProgress;
     if (!row[1].is_null()) r.token = row[1].as<std::int64_t>();
     if (!row[2].is_null()) r.attempt = row[2].as<int>();
     if (!row[3].is_null()) r.recovery_point = row[3].as<std::string>();
@@ -107,8 +107,8 @@ inline ClaimResult pqxx_claim(pqxx::transaction_base& tx, std::string_view scope
 }
 
 // finish() through a libpqxx transaction.
-inline bool pqxx_finish(pqxx::transaction_base& tx, std::string_view scope, std::string_view key,
-                        std::int64_t token, const Response& response) {
+inline bool pqxx_finish(pqxx::transaction_base& tx, std::string_view scope, std::string_view key, std::int64_t token,
+                        const Response& response) {
   return pqxx_detail::translate([&] {
     pqxx::row row = tx.exec_params1(
         "SELECT idempotency.finish($1::text, $2::text, $3::int8, $4::int4, $5::bytea, NULLIF($6::text, '')::jsonb)",
