@@ -371,7 +371,7 @@ BEGIN
   v_lease := peer_full._interval_setting('peer_full.default_lease', checkpoint.lease, interval '60 seconds', 'lease', checkpoint.key);
   PERFORM pg_advisory_xact_lock(hashtextextended(checkpoint.key, hashtext(checkpoint.scope)));
   UPDATE peer_full.keys k
-     SET recovery_point = checkpoint.recovery_point, locked_until = t_now + v_lease
+     SET recovery_point = coalesce(checkpoint.recovery_point, k.recovery_point), locked_until = t_now + v_lease
    WHERE k.scope = checkpoint.scope AND k.key = checkpoint.key AND k.token = checkpoint.token
      AND k.state = 'in_progress' AND k.expires_at > t_now
   RETURNING k.locked_until INTO v_until;
