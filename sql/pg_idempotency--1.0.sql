@@ -66,7 +66,7 @@ AS 'MODULE_PATHNAME', 'idempotency_release' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 CREATE FUNCTION idempotency.lookup(scope text, key text)
 RETURNS idempotency.keys
-AS 'MODULE_PATHNAME', 'idempotency_lookup' LANGUAGE C STABLE PARALLEL SAFE;
+AS 'MODULE_PATHNAME', 'idempotency_lookup' LANGUAGE C STABLE PARALLEL RESTRICTED;  -- runs SPI
 
 CREATE FUNCTION idempotency.fingerprint(request jsonb)
 RETURNS bytea
