@@ -36,8 +36,7 @@ int64 NewToken() {
   static pg_prng_state state;
   static int seeded_pid = 0;
   if (seeded_pid != MyProcPid) {
-    if (!pg_prng_strong_seed(&state))
-      throw Error(ERRCODE_INTERNAL_ERROR, "could not seed the fencing token generator");
+    if (!pg_prng_strong_seed(&state)) throw Error(ERRCODE_INTERNAL_ERROR, "could not seed the fencing token generator");
     seeded_pid = MyProcPid;
   }
   // Positive and non-zero: easier to log, and never confused with "no token".
@@ -185,7 +184,7 @@ Datum Claim(FunctionCallInfo fcinfo) {
   store::Connect();
   // First look, read-only: replays and mismatches answer here without a lock,
   // a row lock, an xid or WAL.
-  const store::KeyRow seen = store::Read(key);
+  const store::KeyRow seen = store::Read(key, /*statement_snapshot=*/true);
   const auto verdict = decide::Judge(AsDecideRow(seen, fingerprint), now);
   claim_result::Fields fields;
   if (verdict != decide::Verdict::Acquire)

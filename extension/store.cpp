@@ -101,7 +101,12 @@ static_assert(sizeof kStatements / sizeof kStatements[0] == static_cast<std::siz
 SPIPlanPtr plans[static_cast<std::size_t>(Statement::kCount)] = {};
 
 // Runs a statement; returns SPI's result code. Call only inside PgCall.
-int Execute(Statement which, Datum* values, const char* nulls, long max_rows) {
+// Snapshot: Fresh takes a new snapshot (what a READ COMMITTED statement sees
+// now), Statement reads under the calling statement's snapshot, cheaper and
+// enough for a read-only look.
+enum class Snapshot { Fresh, Statement };
+
+int Execute(Statement which, Datum* values, const char* nulls, long max_rows, Snapshot snapshot = Snapshot::Fresh) {
   const auto index = static_cast<std::size_t>(which);
   if (plans[index] == nullptr) {
     const StatementText& text = kStatements[index];
@@ -110,7 +115,7 @@ int Execute(Statement which, Datum* values, const char* nulls, long max_rows) {
     if (SPI_keepplan(plan) != 0) elog(ERROR, "pg_idempotency: SPI_keepplan failed");
     plans[index] = plan;
   }
-  const int rc = SPI_execute_plan(plans[index], values, nulls, false, max_rows);
+  const int rc = SPI_execute_plan(plans[index], values, nulls, snapshot == Snapshot::Statement, max_rows);
   if (rc < 0) elog(ERROR, "pg_idempotency: statement failed: %s", SPI_result_code_string(rc));
   return rc;
 }
@@ -133,11 +138,11 @@ void Disconnect() {
   PgCall([] { SPI_finish(); });
 }
 
-KeyRow Read(const args::KeyRef& key) {
+KeyRow Read(const args::KeyRef& key, bool statement_snapshot) {
   return PgCall([&] {
     KeyRow row{};
     Datum values[] = {PointerGetDatum(key.scope), PointerGetDatum(key.key)};
-    Execute(Statement::Read, values, nullptr, 1);
+    Execute(Statement::Read, values, nullptr, 1, statement_snapshot ? Snapshot::Statement : Snapshot::Fresh);
     if (SPI_processed == 0) return row;
     bool isnull = false;
     row.found = true;
@@ -239,7 +244,7 @@ bool Release(const args::KeyRef& key, int64 token, TimestampTz now) {
 Datum LookupLive(const args::KeyRef& key, TimestampTz now, MemoryContext into) {
   return PgCall([&] {
     Datum values[] = {PointerGetDatum(key.scope), PointerGetDatum(key.key), TimestampTzGetDatum(now)};
-    Execute(Statement::Lookup, values, nullptr, 1);
+    Execute(Statement::Lookup, values, nullptr, 1, Snapshot::Statement);  // lookup() is STABLE
     if (SPI_processed == 0) return Datum(0);
     bool isnull = false;
     Datum row = GetColumn(1, &isnull);

@@ -60,7 +60,9 @@ void Connect();
 void Disconnect();
 
 // The key's row whatever its state or expiry; found = false when none is visible.
-KeyRow Read(const args::KeyRef& key);
+// statement_snapshot: read under the calling statement's snapshot (no new
+// snapshot; claim's first look) instead of what is committed now.
+KeyRow Read(const args::KeyRef& key, bool statement_snapshot = false);
 
 // Inserts a new key. claimed = false when a row turned out to be there.
 ClaimedRow Insert(const args::KeyRef& key, const NewClaim& claim);
