@@ -1,5 +1,5 @@
-// The README's complete example (kept compiling by the build; the text in
-// cxx-client/README-section.md is a copy of this file).
+// The README's complete C++ example (kept compiling by the build; the text in
+// README.md, "The C++ client", is a copy of this file).
 #include <idempotency/client.hpp>
 #include <libpq-fe.h>
 #include <iostream>

@@ -3,7 +3,7 @@
 # memory and lock leaks, kill -9 and immediate-shutdown fault tests (on a
 # throwaway cluster of their own), and the C++ client's tests under
 # AddressSanitizer + UndefinedBehaviorSanitizer. Short mode by default;
-# TORTURE_LONG=1 for the long one (see test/torture/README-section.md).
+# TORTURE_LONG=1 for the long one (see test/README.md).
 source "$(dirname "$0")/../lib/common.sh"
 out=$(mktemp)
 bash "$REPO_ROOT/test/torture/run.sh" 2>&1 | tee "$out"
