@@ -10,6 +10,7 @@
 #include "decide.hpp"
 #include "key_lock.hpp"
 #include "settings.hpp"
+#include "standby.hpp"
 #include "stats.hpp"
 #include "store.hpp"
 
@@ -21,6 +22,9 @@ namespace {
 constexpr int ERRCODE_TOKEN_NOT_HOLDER = MAKE_SQLSTATE('I', 'K', '0', '0', '1');
 constexpr int ERRCODE_DIFFERENT_RESPONSE = MAKE_SQLSTATE('I', 'K', '0', '0', '2');
 constexpr int kClaimAttempts = 3;
+constexpr const char* kClaimWritesDetail =
+    "The key is new, expired or its lease is over: claiming it writes, and this server is in recovery (a read "
+    "replica).";
 
 using claim_result::Outcome;
 
@@ -187,6 +191,8 @@ Datum Claim(FunctionCallInfo fcinfo) {
   const store::KeyRow seen = store::Read(key, /*statement_snapshot=*/true);
   const auto verdict = decide::Judge(AsDecideRow(seen, fingerprint), now);
   claim_result::Fields fields;
+  // Only a claim that must write refuses on a hot standby, before the key lock.
+  if (verdict == decide::Verdict::Acquire) standby::RequirePrimary("claim", &key, kClaimWritesDetail);
   if (verdict != decide::Verdict::Acquire)
     fields = Answer(verdict, seen, now);
   else if (!key_lock::TryAcquire(key, wait_us))
@@ -252,6 +258,7 @@ Datum Finish(FunctionCallInfo fcinfo) {
                 {},
                 "Store a smaller response (for example a reference to it), or raise idempotency.max_response_size.");
 
+  standby::RequirePrimary("finish", &key);
   const TimestampTz now = Now();
   key_lock::Acquire(key);
   store::Connect();
@@ -282,6 +289,7 @@ Datum Checkpoint(FunctionCallInfo fcinfo) {
   const Interval lease = args::PositiveInterval(fcinfo, 4, "lease", int64{settings::DefaultLeaseMs()} * 1000, &key);
   const TimestampTz now = Now();
   const TimestampTz locked_until = args::AddInterval(now, lease, "lease", key);
+  standby::RequirePrimary("checkpoint", &key);
   key_lock::Acquire(key);
   store::Connect();
   if (!store::Checkpoint(key, token, now, recovery_point, locked_until))
@@ -293,6 +301,7 @@ Datum Checkpoint(FunctionCallInfo fcinfo) {
 Datum Release(FunctionCallInfo fcinfo) {
   const args::KeyRef key = args::Key(fcinfo);
   const int64 token = TokenArg(fcinfo, key);
+  standby::RequirePrimary("release", &key);
   const TimestampTz now = Now();
   key_lock::Acquire(key);
   store::Connect();
@@ -320,6 +329,7 @@ Datum Sweep(FunctionCallInfo fcinfo) {
       throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "batch_size must be positive, not " + std::to_string(limit), {},
                   "Pass how many expired keys to delete at most, or NULL for idempotency.sweep_batch_size.");
   }
+  standby::RequirePrimary("sweep", nullptr);
   store::Connect();
   const uint64 deleted = store::SweepExpired(Now(), limit);
   store::Disconnect();
