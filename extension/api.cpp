@@ -13,6 +13,7 @@
 #include "standby.hpp"
 #include "stats.hpp"
 #include "store.hpp"
+#include "token.hpp"
 
 #include "pg_headers.hpp"
 
@@ -30,23 +31,6 @@ using claim_result::Outcome;
 
 // All times come from the database clock: the transaction's now().
 TimestampTz Now() { return GetCurrentTransactionStartTimestamp(); }
-
-// Fencing tokens must be unique per claim, not secret (the row they fence is
-// reached only with the caller's privileges and RLS). A per-process PRNG seeded
-// from the strong source once is far cheaper than pg_strong_random per claim;
-// it is seeded lazily so that backends forked from a preloading postmaster
-// never share a sequence.
-int64 NewToken() {
-  static pg_prng_state state;
-  static int seeded_pid = 0;
-  if (seeded_pid != MyProcPid) {
-    if (!pg_prng_strong_seed(&state)) throw Error(ERRCODE_INTERNAL_ERROR, "could not seed the fencing token generator");
-    seeded_pid = MyProcPid;
-  }
-  // Positive and non-zero: easier to log, and never confused with "no token".
-  const int64 token = static_cast<int64>(pg_prng_uint64(&state) & static_cast<uint64>(PG_INT64_MAX));
-  return token == 0 ? 1 : token;
-}
 
 bool SameBytes(const bytea* a, const bytea* b) {
   return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
@@ -145,7 +129,7 @@ claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, Ti
   for (int attempt = 0; attempt < kClaimAttempts; attempt++) {
     const int64 left_us = wait_until == 0 ? 0 : std::max<int64>(0, wait_until - GetCurrentTimestamp());
     const int row_wait_ms = static_cast<int>(std::min<int64>(left_us / 1000, INT_MAX));
-    const store::NewClaim claim{fingerprint, NewToken(), now, expires_at, locked_until};
+    const store::NewClaim claim{fingerprint, token::New(), now, expires_at, locked_until};
     const store::ClaimedRow claimed = row.found ? store::TakeOver(key, claim, row_wait_ms) : store::Insert(key, claim);
     if (claimed.timed_out) return InProgressOf(row, now);
     if (claimed.claimed) {
