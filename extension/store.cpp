@@ -19,7 +19,19 @@ namespace {
 #define IN_PROGRESS "'in_progress'::idempotency.state"
 #define COMPLETED "'completed'::idempotency.state"
 
-enum class Statement : std::size_t { Read, Insert, TakeOver, Complete, Checkpoint, Release, Lookup, Sweep, kCount };
+enum class Statement : std::size_t {
+  Read,
+  Insert,
+  TakeOver,
+  Complete,
+  Checkpoint,
+  Release,
+  Lookup,
+  Sweep,
+  InsertCompleted,
+  TakeOverCompleted,
+  kCount
+};
 
 struct StatementText {
   const char* sql;
@@ -95,6 +107,33 @@ const StatementText kStatements[] = {
      "  ORDER BY e.expires_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
      2,
      {TIMESTAMPTZOID, INT8OID}},
+    // InsertCompleted (once()): Insert's parameters, but the key is recorded
+    // completed at once: no response, no fingerprint, no lease ($3 and $7
+    // unused).
+    {"INSERT INTO idempotency.keys AS k (scope, key, fingerprint, state, token, attempt, recovery_point,"
+     " locked_until, created_at, completed_at, expires_at, response_status, response_headers, response_body)"
+     " VALUES ($1, $2, NULL, " COMPLETED ", $4, 1, NULL, NULL, $5, $5, $6, NULL, NULL, NULL)"
+     " ON CONFLICT (scope, key) DO NOTHING"
+     " RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until",
+     7,
+     {TEXTOID, TEXTOID, BYTEAOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}},
+    // TakeOverCompleted (once()): the rows TakeOver takes (expired, or
+    // in_progress with the lease over; once() has no fingerprint to differ),
+    // recorded completed at once like InsertCompleted.
+    {"UPDATE idempotency.keys AS k SET"
+     "  fingerprint = NULL, state = " COMPLETED ", token = $4,"
+     "  attempt = CASE WHEN k.expires_at" LE "$5 THEN 1 ELSE k.attempt OPERATOR(pg_catalog.+) 1 END,"
+     "  recovery_point = CASE WHEN k.expires_at" LE "$5 THEN NULL ELSE k.recovery_point END,"
+     "  locked_until = NULL,"
+     "  created_at = CASE WHEN k.expires_at" LE "$5 THEN $5 ELSE k.created_at END,"
+     "  completed_at = $5,"
+     "  expires_at = CASE WHEN k.expires_at" LE "$5 THEN $6 ELSE k.expires_at END,"
+     "  response_status = NULL, response_headers = NULL, response_body = NULL"
+     " WHERE" KEY_IS "AND (k.expires_at" LE "$5"
+     "    OR (k.state" EQ IN_PROGRESS " AND k.locked_until" LE "$5))"
+     " RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until",
+     7,
+     {TEXTOID, TEXTOID, BYTEAOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}},
 };
 static_assert(sizeof kStatements / sizeof kStatements[0] == static_cast<std::size_t>(Statement::kCount));
 
@@ -209,6 +248,14 @@ ClaimedRow Insert(const args::KeyRef& key, const NewClaim& claim) {
 
 ClaimedRow TakeOver(const args::KeyRef& key, const NewClaim& claim, int row_wait_ms) {
   return WriteClaim(Statement::TakeOver, key, claim, row_wait_ms);
+}
+
+ClaimedRow InsertCompleted(const args::KeyRef& key, const NewClaim& claim) {
+  return WriteClaim(Statement::InsertCompleted, key, claim, -1);
+}
+
+ClaimedRow TakeOverCompleted(const args::KeyRef& key, const NewClaim& claim, int row_wait_ms) {
+  return WriteClaim(Statement::TakeOverCompleted, key, claim, row_wait_ms);
 }
 
 bool Complete(const args::KeyRef& key, int64 token, TimestampTz now, const Response& response) {

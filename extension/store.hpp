@@ -74,6 +74,12 @@ ClaimedRow Insert(const args::KeyRef& key, const NewClaim& claim);
 // an expired row does that without the key lock), then gives timed_out.
 ClaimedRow TakeOver(const args::KeyRef& key, const NewClaim& claim, int row_wait_ms);
 
+// once(): as Insert and TakeOver, but the key is recorded completed in the
+// same statement (no response, NULL fingerprint, NULL locked_until);
+// claim.fingerprint and claim.locked_until are not used.
+ClaimedRow InsertCompleted(const args::KeyRef& key, const NewClaim& claim);
+ClaimedRow TakeOverCompleted(const args::KeyRef& key, const NewClaim& claim, int row_wait_ms);
+
 // Completes the in_progress, unexpired key held by token. False if no such row.
 bool Complete(const args::KeyRef& key, int64 token, TimestampTz now, const Response& response);
 

@@ -99,3 +99,11 @@ REVOKE ALL ON FUNCTION
     idempotency.sweep(integer),
     idempotency._stats()
 FROM PUBLIC;
+
+-- 1.1: idempotent consumers. true = this transaction is the first to process
+-- the key (recorded completed with the caller's transaction); false = already
+-- processed; 55P03 while another transaction may still commit or roll it back.
+CREATE FUNCTION idempotency.once(scope text, key text, ttl interval DEFAULT NULL, wait interval DEFAULT '0')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'idempotency_once' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION idempotency.once(text, text, interval, interval) FROM PUBLIC;
