@@ -44,11 +44,13 @@ install_packages() {
 
 build_and_install() {
   log "building and installing the extension"
-  make -C "$REPO_ROOT" -s -j"$(nproc)" PG_CONFIG=$PG_BIN/pg_config >/dev/null
-  make -C "$REPO_ROOT" -s install PG_CONFIG=$PG_BIN/pg_config >/dev/null
+  # Warnings are errors in the builds the tests make (WERROR=1, IDEMPOTENCY_WERROR=ON);
+  # both default to off for users and packagers.
+  make -C "$REPO_ROOT" -s -j"$(nproc)" PG_CONFIG=$PG_BIN/pg_config WERROR=1 >/dev/null
+  make -C "$REPO_ROOT" -s install PG_CONFIG=$PG_BIN/pg_config WERROR=1 >/dev/null
   if [ -f "$REPO_ROOT/CMakeLists.txt" ]; then
     log "building the C++ client, tests and demo"
-    cmake -S "$REPO_ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${CMAKE_EXTRA_ARGS:-} >/dev/null
+    cmake -S "$REPO_ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIDEMPOTENCY_WERROR=ON ${CMAKE_EXTRA_ARGS:-} >/dev/null
     cmake --build "$BUILD_DIR" -j"$(nproc)" >/dev/null
   fi
 }

@@ -289,7 +289,7 @@ if wanted sanitizers; then
     ASAN_DIR=${TORTURE_ASAN_DIR:-$REPO_ROOT/build/asan}
     flags="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
     echo "# sanitizers: building test/cxx with $flags in $ASAN_DIR"
-    if cmake -S "$REPO_ROOT" -B "$ASAN_DIR" -DCMAKE_BUILD_TYPE=Debug -DIDEMPOTENCY_BUILD_EXAMPLES=OFF \
+    if cmake -S "$REPO_ROOT" -B "$ASAN_DIR" -DCMAKE_BUILD_TYPE=Debug -DIDEMPOTENCY_BUILD_EXAMPLES=OFF -DIDEMPOTENCY_WERROR=ON \
          -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
          -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" >"$WORK/asan-configure.log" 2>&1 &&
        cmake --build "$ASAN_DIR" -j2 >"$WORK/asan-build.log" 2>&1; then
