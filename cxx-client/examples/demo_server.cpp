@@ -1,5 +1,5 @@
 // idempotency-demo-server: a payment endpoint that honours Idempotency-Key
-// (IETF draft / Stripe style) with pg_idempotency's C++ client.
+// (IETF draft / Stripe style), built on pg_idempotency's cpp-httplib middleware.
 //
 //   idempotency-demo-server --listen 127.0.0.1:8080 --db "dbname=app"
 //
@@ -7,12 +7,10 @@
 //                    {"amount": 100, "currency": "EUR", "delay_ms": 0}
 //   GET  /payments/count
 //
-// The payment row and the idempotency key are written in one transaction by
-// Client::execute(); to_http() turns the outcome into the HTTP answer.
-#include <httplib.h>
-#include <libpq-fe.h>
+// The middleware (<idempotency/httplib.hpp>) does the key, the fingerprint,
+// claim, replay, 409/422/400/503 and storing the response; the route below is
+// the business logic alone, run in the transaction that holds the key.
 #include <signal.h>
-#include <strings.h>
 #include <sys/socket.h>
 
 #include <cstdio>
@@ -25,7 +23,9 @@
 #include <thread>
 
 #include "idempotency/client.hpp"
+#include "idempotency/httplib.hpp"
 
+using idempotency::http::Reject;
 using nlohmann::json;
 
 namespace {
@@ -33,27 +33,8 @@ namespace {
 std::string g_conninfo;
 std::mutex g_log_mutex;
 
-// One database connection per server thread (a Client is not thread-safe).
-idempotency::Client& db() {
-  thread_local std::unique_ptr<idempotency::Client> client;
-  if (!client || PQstatus(client->connection()) != CONNECTION_OK) {
-    client = std::make_unique<idempotency::Client>(g_conninfo);
-  }
-  return *client;
-}
-
-void send(httplib::Response& res, const idempotency::HttpReply& reply) {
-  std::string content_type = "application/json";
-  for (const auto& [name, value] : reply.headers) {
-    if (strcasecmp(name.c_str(), "Content-Type") == 0) {
-      content_type = value;
-    } else {
-      res.set_header(name.c_str(), value);
-    }
-  }
-  res.status = reply.status;
-  res.set_content(reply.body, content_type.c_str());
-}
+// The one place that says how the service connects to the database.
+std::unique_ptr<idempotency::Client> connect_db() { return std::make_unique<idempotency::Client>(g_conninfo); }
 
 void exec_or_die(PGconn* conn, const char* sql) {
   PGresult* r = PQexec(conn, sql);
@@ -65,11 +46,14 @@ void exec_or_die(PGconn* conn, const char* sql) {
 }
 
 void setup_schema() {
-  PGconn* conn = PQconnectdb(g_conninfo.c_str());
-  if (PQstatus(conn) != CONNECTION_OK) {
-    std::cerr << "idempotency-demo-server: cannot connect: " << PQerrorMessage(conn);
+  std::unique_ptr<idempotency::Client> db;
+  try {
+    db = connect_db();
+  } catch (const idempotency::Error& e) {
+    std::cerr << "idempotency-demo-server: cannot connect: " << e.what() << "\n";
     std::exit(1);
   }
+  PGconn* conn = db->connection();
   exec_or_die(conn, "SET client_min_messages = warning");
   exec_or_die(conn, "CREATE EXTENSION IF NOT EXISTS pg_idempotency");
   exec_or_die(conn, "CREATE SCHEMA IF NOT EXISTS demo");
@@ -80,82 +64,61 @@ void setup_schema() {
               " amount bigint NOT NULL,"
               " currency text NOT NULL,"
               " created_at timestamptz NOT NULL DEFAULT now())");
-  PQfinish(conn);
 }
 
-// The whole business logic: insert the payment, answer 201 with it. It runs
-// inside the transaction that holds the key (execute() passes the connection).
-idempotency::Response create_payment(PGconn* conn, const std::string& key, long long amount,
-                                     const std::string& currency, long long delay_ms) {
-  if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
-  const std::string amount_text = std::to_string(amount);
-  const char* params[3] = {amount_text.c_str(), currency.c_str(), key.c_str()};
-  PGresult* r = PQexecParams(conn,
-                             "INSERT INTO demo.payments (amount, currency, idempotency_key) "
-                             "VALUES ($1::bigint, $2, $3) RETURNING id",
-                             3, nullptr, params, nullptr, nullptr, 0);
-  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    idempotency::Error e(state ? state : "XX000", PQresultErrorMessage(r));
-    PQclear(r);
-    throw e;
-  }
-  const long long id = std::atoll(PQgetvalue(r, 0, 0));
+// Throws the statement's error; the middleware rolls back and answers.
+PGresult* checked(PGresult* r) {
+  if (PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK) return r;
+  const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  idempotency::Error e(state ? state : "08006", PQresultErrorMessage(r));
   PQclear(r);
-  json body = {{"id", id}, {"amount", amount}, {"currency", currency}};
-  return idempotency::Response{201, body.dump(), R"({"Content-Type": "application/json"})"};
+  throw e;
 }
 
-void post_payment(const httplib::Request& req, httplib::Response& res) {
-  const std::string key = req.get_header_value("Idempotency-Key");
-  if (!req.has_header("Idempotency-Key") || !idempotency::valid_key(key)) {
-    return send(res, idempotency::missing_key_reply());
-  }
+// POST /payments: the business logic alone. It runs inside the transaction
+// that holds the key (the middleware passes its connection).
+void create_payment(const httplib::Request& req, httplib::Response& res, PGconn* conn) {
   json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded() || !body.is_object()) {
-    return send(res, idempotency::error_reply(400, "malformed_json", "the request body is not a JSON object"));
+    throw Reject(400, "malformed_json", "the request body is not a JSON object");
   }
   if (!body.contains("amount") || !body["amount"].is_number_integer() || !body.contains("currency") ||
       !body["currency"].is_string() || (body.contains("delay_ms") && !body["delay_ms"].is_number_integer())) {
-    return send(
-        res, idempotency::error_reply(400, "invalid_request", "expected {\"amount\": <int>, \"currency\": \"<str>\"}"));
+    throw Reject(400, "invalid_request", "expected {\"amount\": <int>, \"currency\": \"<str>\"}");
   }
   const long long amount = body["amount"].get<long long>();
   const std::string currency = body["currency"].get<std::string>();
   const long long delay_ms = body.value("delay_ms", 0LL);
-  if (delay_ms < 0 || delay_ms > 60000) {
-    return send(res, idempotency::error_reply(400, "invalid_request", "delay_ms must be between 0 and 60000"));
-  }
+  if (delay_ms < 0 || delay_ms > 60000) throw Reject(400, "invalid_request", "delay_ms must be between 0 and 60000");
 
-  try {
-    // Fingerprint: idempotency.fingerprint(body), computed by the server in the claim.
-    auto result = db().execute_json(
-        "payments", key, req.body, [&](PGconn* conn) { return create_payment(conn, key, amount, currency, delay_ms); });
-    send(res, idempotency::to_http(result));
-  } catch (const idempotency::Error& e) {
-    if (e.connection_error()) {
-      send(res, idempotency::error_reply(503, "database_unavailable", e.what()));
-    } else if (e.sqlstate().rfind("22", 0) == 0) {  // e.g. JSON that jsonb refuses (\u0000)
-      send(res, idempotency::error_reply(400, "invalid_request", e.what()));
-    } else {
-      send(res, idempotency::error_reply(500, "database_error", std::string(e.sqlstate()) + ": " + e.what()));
-    }
-  }
+  if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+  const std::string amount_text = std::to_string(amount);
+  const std::string key = req.get_header_value("Idempotency-Key");
+  const char* params[3] = {amount_text.c_str(), currency.c_str(), key.c_str()};
+  PGresult* r = checked(PQexecParams(conn,
+                                     "INSERT INTO demo.payments (amount, currency, idempotency_key) "
+                                     "VALUES ($1::bigint, $2, $3) RETURNING id",
+                                     3, nullptr, params, nullptr, nullptr, 0));
+  const long long id = std::atoll(PQgetvalue(r, 0, 0));
+  PQclear(r);
+  res.status = 201;
+  res.set_content(json{{"id", id}, {"amount", amount}, {"currency", currency}}.dump(), "application/json");
 }
 
-void get_count(const httplib::Request&, httplib::Response& res) {
-  PGresult* r = PQexec(db().connection(), "SELECT count(*) FROM demo.payments");
-  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    send(res, idempotency::error_reply(500, "database_error", PQresultErrorMessage(r)));
-  } else {
-    json body = {{"count", std::atoll(PQgetvalue(r, 0, 0))}};
-    res.set_content(body.dump(), "application/json");
-  }
+// GET /payments/count
+void count_payments(const httplib::Request&, httplib::Response& res, PGconn* conn) {
+  PGresult* r = checked(PQexec(conn, "SELECT count(*) FROM demo.payments"));
+  const long long n = std::atoll(PQgetvalue(r, 0, 0));
   PQclear(r);
+  res.set_content(json{{"count", n}}.dump(), "application/json");
 }
 
 [[noreturn]] void usage() {
-  std::cerr << "usage: idempotency-demo-server --listen HOST:PORT --db CONNINFO [--threads N]\n";
+  std::cerr << "usage: idempotency-demo-server --listen HOST:PORT --db CONNINFO [--threads N]\n"
+               "         [--keep-alive REQUESTS] [--bench-routes]\n"
+               "  --keep-alive     requests per HTTP connection (default 1: one per connection)\n"
+               "  --bench-routes   also serve POST /bench/payments-plain: the same payment without\n"
+               "                   the idempotency calls (bench/http/run compares the two)\n";
   std::exit(2);
 }
 
@@ -164,6 +127,8 @@ void get_count(const httplib::Request&, httplib::Response& res) {
 int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:8080";
   int threads = 32;
+  int keep_alive = 1;
+  bool bench_routes = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--listen" && i + 1 < argc)
@@ -172,11 +137,15 @@ int main(int argc, char** argv) {
       g_conninfo = argv[++i];
     else if (a == "--threads" && i + 1 < argc)
       threads = std::atoi(argv[++i]);
+    else if (a == "--keep-alive" && i + 1 < argc)
+      keep_alive = std::atoi(argv[++i]);
+    else if (a == "--bench-routes")
+      bench_routes = true;
     else
       usage();
   }
   const auto colon = listen.rfind(':');
-  if (colon == std::string::npos || threads < 1) usage();
+  if (colon == std::string::npos || threads < 1 || keep_alive < 1) usage();
   const std::string host = listen.substr(0, colon);
   const int port = std::atoi(listen.c_str() + colon + 1);
 
@@ -191,9 +160,18 @@ int main(int argc, char** argv) {
 
   httplib::Server server;
   server.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-  server.set_keep_alive_max_count(1);
-  server.Post("/payments", post_payment);
-  server.Get("/payments/count", get_count);
+  server.set_keep_alive_max_count(static_cast<size_t>(keep_alive));
+
+  // One connection per server thread at most, made on first use and again after a loss.
+  idempotency::http::ConnectionPool pool(connect_db, static_cast<std::size_t>(threads));
+  idempotency::http::Options options;
+  options.scope = [](const httplib::Request&) { return std::string("payments"); };
+  options.fingerprint = idempotency::http::FingerprintOf::JsonBody;  // idempotency.fingerprint(body)
+  idempotency::http::Middleware idempotent(pool, options);
+  server.Post("/payments", idempotent.wrap(create_payment));
+  server.Get("/payments/count", idempotent.transaction(count_payments));
+  // The baseline of bench/http: the same business logic in a plain transaction.
+  if (bench_routes) server.Post("/bench/payments-plain", idempotent.transaction(create_payment));
   server.set_logger([](const httplib::Request& req, const httplib::Response& res) {
     std::lock_guard<std::mutex> lock(g_log_mutex);
     std::printf("%s %s %d key=%s%s\n", req.method.c_str(), req.path.c_str(), res.status,
