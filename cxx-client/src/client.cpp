@@ -27,7 +27,7 @@ constexpr const char* kClaimColumns =
     "SELECT c.outcome::text, c.token, c.attempt, c.recovery_point, c.response_status, "
     "c.response_headers, c.response_body, c.expires_at, c.locked_until FROM ";
 
-enum StatementId { kClaim, kClaimJson, kFinish, kCheckpoint, kRelease, kLookup, kSweep, kFingerprint, kCount };
+enum StatementId { kClaim, kClaimJson, kFinish, kCheckpoint, kRelease, kLookup, kSweep, kFingerprint, kOnce, kCount };
 
 const std::string& claim_sql(bool json) {
   static const std::string plain = std::string(kClaimColumns) + "idempotency.claim($1, $2, $3, $4, $5, $6) AS c";
@@ -60,6 +60,7 @@ const Statement& statement(StatementId id) {
        {kText, kText}},
       {"idempotency_v1_sweep", "SELECT idempotency.sweep($1)", 1, {kInt4}},
       {"idempotency_v1_fingerprint", "SELECT idempotency.fingerprint($1)", 1, {kJsonb}},
+      {"idempotency_v1_once", "SELECT idempotency.once($1, $2, $3, $4)", 4, {kText, kText, kInterval, kInterval}},
   };
   return table[id];
 }
@@ -501,6 +502,47 @@ ClaimResult Client::execute_impl(std::string_view scope, std::string_view key, c
     }
     Detail::exec_simple(*this, own_tx ? "COMMIT" : "RELEASE SAVEPOINT idempotency_execute");
     return r;
+  } catch (...) {
+    Detail::undo(*this, own_tx);
+    throw;
+  }
+}
+
+bool Client::once(std::string_view scope, std::string_view key, const OnceHandler& handler) {
+  return once(scope, key, OnceOptions{}, handler);
+}
+
+// The transaction rules of execute(): BEGIN ... COMMIT of its own on an idle
+// connection, a savepoint inside the caller's open transaction.
+bool Client::once(std::string_view scope, std::string_view key, const OnceOptions& options,
+                  const OnceHandler& handler) {
+  Detail::ensure_open(*this, "once");
+  bool own_tx = false;
+  switch (PQtransactionStatus(conn_)) {
+    case PQTRANS_IDLE:
+      own_tx = true;
+      break;
+    case PQTRANS_INTRANS:
+      break;
+    case PQTRANS_INERROR:
+      throw Error("25P02", "idempotency: once() on a connection whose transaction has failed; roll it back first");
+    case PQTRANS_ACTIVE:
+      throw Error("25000", "idempotency: once() while a command is still in progress on the connection");
+    default:
+      throw Error("08006", "idempotency: connection lost before once()");
+  }
+  Detail::exec_simple(*this, own_tx ? "BEGIN" : "SAVEPOINT idempotency_execute");
+  try {
+    Params p(4);
+    p.text(0, scope);
+    p.text(1, key);
+    p.interval(2, options.ttl);
+    p.interval(3, options.wait.value_or(std::chrono::milliseconds(0)));
+    Result r = Detail::run(*this, kOnce, p, "once");
+    const bool first = Row{r.get(), 0}.boolean(0);
+    if (first) handler(conn_);
+    Detail::exec_simple(*this, own_tx ? "COMMIT" : "RELEASE SAVEPOINT idempotency_execute");
+    return first;
   } catch (...) {
     Detail::undo(*this, own_tx);
     throw;

@@ -92,6 +92,15 @@ class Error : public std::runtime_error {
 // on this connection, so its writes commit or roll back with the key.
 using Handler = std::function<Response(PGconn*)>;
 
+// once(): the consumer's work for a new key, on this connection and in the
+// same transaction as the key.
+using OnceHandler = std::function<void(PGconn*)>;
+
+struct OnceOptions {
+  std::optional<std::chrono::milliseconds> ttl;   // unset: idempotency.default_ttl
+  std::optional<std::chrono::milliseconds> wait;  // unset: 0, answer at once
+};
+
 class Client {
  public:
   explicit Client(const std::string& conninfo);  // owns its connection
@@ -140,6 +149,17 @@ class Client {
   // execute() fingerprinting a JSON request on the server (see claim_json).
   ClaimResult execute_json(std::string_view scope, std::string_view key, std::string_view request_json,
                            const Handler& handler, const ClaimOptions& options = {});
+
+  // Idempotent consumers (a message, webhook or job delivered more than once):
+  // idempotency.once(scope, key), then handler(conn) in the same transaction
+  // when the key is new. Returns whether the handler ran (false: already
+  // processed, acknowledge the message). A throwing handler rolls back both
+  // the key and its work, and the exception is rethrown. Another transaction
+  // still holding the key (past options.wait) is Error 55P03: do not
+  // acknowledge the message, it may yet roll back. Transactions and savepoints
+  // work as for execute().
+  bool once(std::string_view scope, std::string_view key, const OnceHandler& handler);
+  bool once(std::string_view scope, std::string_view key, const OnceOptions& options, const OnceHandler& handler);
 
   PGconn* connection() const noexcept { return conn_; }
   bool owns_connection() const noexcept { return owned_; }
