@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Installing the portable edition: by a role that is no superuser; the
+# discipline of what it creates (no SECURITY DEFINER, pinned search_path, no
+# session state); a second run keeps keys, grants, policies and functions;
+# the refusal beside the extension or a foreign schema, changing nothing.
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+DB=portable_install
+trap 'drop_db $DB; drop_db portable_beside_ext; drop_db portable_foreign' EXIT
+
+fresh_db $DB
+check "the installing role is no superuser" "f" "$(sql postgres -c "SELECT rolsuper OR rolcreatedb OR rolcreaterole FROM pg_roles WHERE rolname = '$OWNER'")"
+out=$(install_portable $DB 2>&1); rc=$?
+check "psql -f by a non-superuser with CREATE on the database" "0:" "$rc:$out"
+check "same functions and signatures as the extension's API" \
+  "checkpoint(scope text, key text, token bigint, recovery_point text, lease interval DEFAULT NULL::interval)
+claim(scope text, key text, fingerprint bytea DEFAULT NULL::bytea, ttl interval DEFAULT NULL::interval, lease interval DEFAULT NULL::interval, wait interval DEFAULT '00:00:00'::interval)
+fingerprint(request jsonb)
+finish(scope text, key text, token bigint, response_status integer, response_body bytea DEFAULT NULL::bytea, response_headers jsonb DEFAULT NULL::jsonb)
+lookup(scope text, key text)
+once(scope text, key text, ttl interval DEFAULT NULL::interval, wait interval DEFAULT '00:00:00'::interval)
+release(scope text, key text, token bigint)
+sweep(batch_size integer DEFAULT NULL::integer)" \
+  "$(sql $DB -c "SELECT proname || '(' || pg_get_function_arguments(oid) || ')' FROM pg_proc
+                  WHERE pronamespace = 'idempotency'::regnamespace AND proname !~ '^_' ORDER BY proname COLLATE \"C\"")"
+check "no SECURITY DEFINER function" "0" "$(sql $DB -c "SELECT count(*) FROM pg_proc WHERE pronamespace = 'idempotency'::regnamespace AND prosecdef")"
+check "search_path pinned on every function" "0" \
+  "$(sql $DB -c "SELECT count(*) FROM pg_proc WHERE pronamespace = 'idempotency'::regnamespace
+                  AND NOT coalesce(proconfig, '{}') @> ARRAY['search_path=pg_catalog, pg_temp']")"
+check "nothing of the API granted to PUBLIC" "0" \
+  "$(sql $DB -c "SELECT count(*) FROM pg_proc WHERE pronamespace = 'idempotency'::regnamespace AND proname !~ '^_'
+                  AND has_function_privilege('public', oid, 'EXECUTE')")"
+check "stats: the extension's columns, all NULL" "claims replays in_progress mismatches takeovers finishes releases swept last_sweep_at|t" \
+  "$(sql $DB -c "SELECT string_agg(attname, ' ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'idempotency.stats'::regclass")|$(sql $DB -c "SELECT s IS NULL FROM idempotency.stats s")"
+
+# No session state: after a transaction that claimed (with a wait and a
+# takeover), finished and swept, the session holds no lock, no temporary
+# table, and every setting is as it was.
+state=$(sql $DB <<'SQL'
+-- (plpgsql.* settings appear when PL/pgSQL is first loaded in a session: not ours)
+SELECT md5(string_agg(name || '=' || setting, ',' ORDER BY name)) AS before FROM pg_settings WHERE name NOT LIKE 'plpgsql.%' \gset
+BEGIN;
+SELECT outcome FROM idempotency.claim('sess', 'a', wait => '1 second');
+SELECT idempotency.finish('sess', 'a', (SELECT token FROM idempotency.keys WHERE scope = 'sess' AND key = 'a'), 200);
+SELECT outcome FROM idempotency.claim('sess', 'b', lease => '1 millisecond', ttl => '1 millisecond');
+SELECT idempotency.once('sess', 'c', wait => '1 second');
+COMMIT;
+SELECT pg_sleep(0.01);
+SELECT outcome FROM idempotency.claim('sess', 'b', wait => '1 second');
+SELECT idempotency.sweep();
+SELECT 'locks=' || count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory';
+SELECT 'temp=' || count(*) FROM pg_class WHERE relpersistence = 't';
+SELECT 'settings same=' || (md5(string_agg(name || '=' || setting, ',' ORDER BY name)) = :'before') FROM pg_settings WHERE name NOT LIKE 'plpgsql.%';
+SQL
+)
+check "no session state left (locks, temporary tables, settings)" "locks=0 temp=0 settings same=true" \
+  "$(echo "$state" | grep -E '^(locks|temp|settings)' | tr '\n' ' ' | sed 's/ $//')"
+
+# A second run keeps every key, grant, policy and function (upgrade in place).
+sql $DB -c "CREATE ROLE pgi_install_app" 2>/dev/null
+sql $DB <<SQL >/dev/null
+GRANT USAGE ON SCHEMA idempotency TO pgi_install_app;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA idempotency TO pgi_install_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON idempotency.keys TO pgi_install_app;
+ALTER TABLE idempotency.keys ENABLE ROW LEVEL SECURITY;
+CREATE POLICY app_scope ON idempotency.keys TO pgi_install_app USING (scope LIKE 'app%');
+SQL
+make_keys $DB rerun
+before=$(keys_digest $DB)
+oids=$(sql $DB -c "SELECT string_agg(oid::text, ',' ORDER BY oid) FROM pg_proc WHERE pronamespace = 'idempotency'::regnamespace")
+acl=$(sql $DB -c "SELECT relacl::text || relrowsecurity FROM pg_class WHERE oid = 'idempotency.keys'::regclass")
+out=$(install_portable $DB 2>&1); rc=$?
+check "a second run succeeds" "0:" "$rc:$out"
+check "a second run keeps every key (all columns, every state)" "$before" "$(keys_digest $DB)"
+check "a second run keeps the functions (same oids)" "$oids" \
+  "$(sql $DB -c "SELECT string_agg(oid::text, ',' ORDER BY oid) FROM pg_proc WHERE pronamespace = 'idempotency'::regnamespace")"
+check "a second run keeps grants and row-level security" "$acl|1" \
+  "$(sql $DB -c "SELECT relacl::text || relrowsecurity FROM pg_class WHERE oid = 'idempotency.keys'::regclass")|$(sql $DB -c "SELECT count(*) FROM pg_policies WHERE schemaname = 'idempotency'")"
+check "after the second run: replay, in_progress, expired re-claimed as before" "replay|in_progress|claimed 1 -" \
+  "$(sql $DB -c "SELECT outcome FROM idempotency.claim('rerun', 'done', idempotency.fingerprint('{\"b\":2}'))")|$(sql $DB -c "SELECT outcome FROM idempotency.claim('rerun', 'leased')")|$(sql $DB -c "SELECT outcome || ' ' || attempt || ' ' || coalesce(recovery_point, '-') FROM idempotency.claim('rerun', 'expired')")"
+check "the app role works after the second run (grants kept, RLS applies)" "claimed|0" \
+  "$(sql $DB -c "SET ROLE pgi_install_app" -c "SELECT outcome FROM idempotency.claim('app1', 'k')")|$(sql $DB -c "SET ROLE pgi_install_app" -c "SELECT count(*) FROM idempotency.keys WHERE scope = 'rerun'")"
+sql $DB -c "DROP OWNED BY pgi_install_app" -c "DROP ROLE pgi_install_app" >/dev/null
+
+# Beside the extension: a clear error and nothing changed (as superuser too).
+fresh_db portable_beside_ext
+sql portable_beside_ext -c "CREATE EXTENSION pg_idempotency" >/dev/null
+sql portable_beside_ext -c "SELECT token FROM idempotency.claim('ext', 'k')" >/dev/null
+catalog="SELECT md5(string_agg(c, ',' ORDER BY c)) FROM (
+  SELECT oid::regprocedure::text || prosrc AS c FROM pg_proc WHERE pronamespace = 'idempotency'::regnamespace
+  UNION ALL SELECT relname::text || relkind::text FROM pg_class WHERE relnamespace = 'idempotency'::regnamespace
+  UNION ALL SELECT typname FROM pg_type WHERE typnamespace = 'idempotency'::regnamespace
+  UNION ALL SELECT obj_description('idempotency'::regnamespace, 'pg_namespace')) s"
+before=$(sql portable_beside_ext -c "$catalog")$(keys_digest portable_beside_ext)
+for role in "$OWNER" postgres; do
+  out=$(install_portable portable_beside_ext "$role" 2>&1); rc=$?
+  check "beside the extension ($role): refused with a clear error" "3:yes" \
+    "$rc:$(echo "$out" | grep -q 'ERROR:  the pg_idempotency extension is installed in database "portable_beside_ext": the portable edition was not installed' && echo yes)"
+  check "beside the extension ($role): nothing changed" "$before" "$(sql portable_beside_ext -c "$catalog")$(keys_digest portable_beside_ext)"
+done
+
+# A schema idempotency that is not ours: refused, nothing changed.
+fresh_db portable_foreign
+sql portable_foreign -c "CREATE SCHEMA idempotency AUTHORIZATION $OWNER" -c "CREATE TABLE idempotency.mine (x int)" >/dev/null
+out=$(install_portable portable_foreign 2>&1); rc=$?
+check "a foreign schema idempotency: refused" "3:yes" "$rc:$(echo "$out" | grep -q 'holds objects that are not the portable edition' && echo yes)"
+check "a foreign schema idempotency: nothing changed" "mine" \
+  "$(sql portable_foreign -c "SELECT string_agg(relname, ',') FROM pg_class WHERE relnamespace = 'idempotency'::regnamespace")"
+
+[ $FAILURES -eq 0 ]
