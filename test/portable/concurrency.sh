@@ -23,7 +23,7 @@ q() { "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 TMP=$(mktemp -d /tmp/portable-conc.XXXXXX)
 trap 'rm -rf "$TMP"; q -c "SET client_min_messages = warning" -c "DELETE FROM idempotency.keys WHERE scope = '"'portable-conc'"'" -c "DROP TABLE IF EXISTS $WORK" >/dev/null 2>&1' EXIT
 
-q -c "DELETE FROM idempotency.keys WHERE scope = 'portable-conc'" -c "DROP TABLE IF EXISTS $WORK" \
+q -c "SET client_min_messages = warning" -c "DELETE FROM idempotency.keys WHERE scope = 'portable-conc'" -c "DROP TABLE IF EXISTS $WORK" \
   -c "CREATE TABLE $WORK (key text, client int)" >/dev/null || { fail "set-up (edition installed, grants?)"; exit 1; }
 
 # round KEY WAIT: CLIENTS psql sessions connect first (each reads its script

@@ -34,7 +34,8 @@ drop_db() { sql postgres -c "SET client_min_messages = warning" -c "DROP DATABAS
 install_portable() { "$PG_BIN/psql" -X -q -U "${2:-$OWNER}" -d "$1" -f "$PORTABLE_SQL"; }
 
 # Keys in every state, committed: in_progress with a running lease and a
-# recovery point, in_progress whose lease is over (taken over once: attempt 2),
+# recovery point, in_progress taken over once (attempt 2, leased), in_progress
+# whose lease is over (a crashed holder, recovery point step-1),
 # completed with a response, completed by once(), expired (not swept).
 make_keys() {  # DB SCOPE
   sql "$1" <<SQL >/dev/null
@@ -44,9 +45,18 @@ SELECT token AS t FROM idempotency.claim('$2', 'taken-over', NULL, lease => '1 m
 SELECT idempotency.checkpoint('$2', 'taken-over', :t, 'halfway', '1 millisecond');
 SELECT pg_sleep(0.01);
 SELECT token AS t FROM idempotency.claim('$2', 'taken-over', NULL, lease => '1 hour') \gset
+SELECT token AS t FROM idempotency.claim('$2', 'lapsed', NULL, lease => '1 millisecond') \gset
+SELECT idempotency.checkpoint('$2', 'lapsed', :t, 'step-1', '1 millisecond');
 SELECT token AS t FROM idempotency.claim('$2', 'done', idempotency.fingerprint('{"b":2}')) \gset
 SELECT idempotency.finish('$2', 'done', :t, 201, '\x00ff7b7d'::bytea, '{"Content-Type": "application/json"}');
+SELECT to_regproc('idempotency.once') IS NOT NULL AS has_once \gset
+\if :has_once
 SELECT idempotency.once('$2', 'consumed');
+\else
+-- (an extension older than 1.1: the row once() would make)
+INSERT INTO idempotency.keys (scope, key, state, token, attempt, created_at, completed_at, expires_at)
+VALUES ('$2', 'consumed', 'completed', 77, 1, now(), now(), now() + interval '1 day');
+\endif
 BEGIN;
 SELECT token AS t FROM idempotency.claim('$2', 'expired', NULL, ttl => '1 millisecond') \gset
 SELECT idempotency.finish('$2', 'expired', :t, 200, 'old');
@@ -54,9 +64,39 @@ COMMIT;
 SQL
 }
 
-# keys_digest DB: every column of every row, as text, in key order
+# keys_digest DB [WHERE]: every column of every row, as text, in key order
 keys_digest() {
   sql "$1" -c "SELECT md5(string_agg(concat_ws('|', scope, key, fingerprint, state::text, token, attempt, recovery_point,
                  locked_until, created_at, completed_at, expires_at, response_status, response_headers, response_body),
-                 E'\n' ORDER BY scope, key)) FROM idempotency.keys"
+                 E'\n' ORDER BY scope, key)) FROM idempotency.keys ${2:-}"
 }
+
+# behaviour DB SCOPE: what a client sees of make_keys' keys (then undone)
+behaviour() {
+  sql "$1" <<SQL
+BEGIN;
+SELECT 'done=' || outcome || ' ' || response_status || ' ' || encode(response_body, 'hex') || ' ' || (response_headers ->> 'Content-Type')
+  FROM idempotency.claim('$2', 'done', idempotency.fingerprint('{"b":2}'));
+SELECT 'mismatch=' || outcome FROM idempotency.claim('$2', 'done', idempotency.fingerprint('{"b":3}'));
+SELECT 'leased=' || outcome || ' ' || attempt FROM idempotency.claim('$2', 'leased');
+SELECT 'taken-over=' || outcome || ' ' || attempt FROM idempotency.claim('$2', 'taken-over');
+SELECT 'lapsed=' || outcome || ' ' || attempt || ' ' || recovery_point FROM idempotency.claim('$2', 'lapsed');
+SELECT to_regproc('idempotency.once') IS NOT NULL AS has_once \gset
+\if :has_once
+SELECT 'consumed=' || idempotency.once('$2', 'consumed');
+\else
+SELECT 'consumed=' || ((idempotency.lookup('$2', 'consumed')).state = 'completed' IS NOT TRUE);
+\endif
+SELECT 'expired=' || outcome || ' ' || attempt FROM idempotency.claim('$2', 'expired');
+SELECT 'leased-token=' || (SELECT idempotency.checkpoint('$2', 'leased', token, NULL) > now() FROM idempotency.keys WHERE scope = '$2' AND key = 'leased');
+ROLLBACK;
+SQL
+}
+BEHAVIOUR='done=replay 201 00ff7b7d application/json
+mismatch=mismatch
+leased=in_progress 1
+taken-over=in_progress 2
+lapsed=claimed 2 step-1
+consumed=false
+expired=claimed 1
+leased-token=true'
