@@ -16,6 +16,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PGXS_DIR=$(dirname "$("$PG_BIN/pg_config" --pgxs)")/..
+KEEP_OUT=${OUT:-}
 OUT=${OUT:-$(mktemp -d /tmp/portable-regress.XXXXXX)}
 OWNER=pgi_portable_owner   # installs the edition: LOGIN, CREATE on the database, nothing else
 rm -rf "$OUT"; mkdir -p "$OUT/test/sql" "$OUT/test/expected" "$OUT/test/results" "$OUT/test/specs" "$OUT/bin" "$OUT/state"
@@ -89,5 +90,9 @@ done
 passed=$(grep -cE '^(test| ) +[^ ]+ +\.\.\. ok' "$log")
 failed=$(grep -cE '^(test| ) +[^ ]+ +\.\.\. FAILED' "$log")
 [ $rc -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
-echo "portable: $passed passed, $failed failed (output in $OUT)"
+if [ "$failed" -eq 0 ] && [ -z "$KEEP_OUT" ]; then
+  rm -rf "$OUT"; echo "portable: $passed passed, $failed failed"
+else
+  echo "portable: $passed passed, $failed failed (output in $OUT)"
+fi
 [ "$failed" -eq 0 ]
