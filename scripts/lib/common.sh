@@ -13,6 +13,7 @@ DEB_PACKAGES=(
   postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libpq-dev postgresql-$PG_MAJOR-cron
   libipc-run-perl libgtest-dev libgmock-dev libbenchmark-dev libpqxx-dev
   libcpp-httplib-dev nlohmann-json3-dev curl gnuplot-nox valgrind
+  redis-server libhiredis-dev
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
