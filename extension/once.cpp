@@ -16,6 +16,7 @@
 #include "decide.hpp"
 #include "key_lock.hpp"
 #include "settings.hpp"
+#include "standby.hpp"
 #include "stats.hpp"
 #include "store.hpp"
 #include "token.hpp"
@@ -129,6 +130,9 @@ Datum Once(FunctionCallInfo fcinfo) {
   const TimestampTz wait_until = wait_us > 0 ? GetCurrentTimestamp() + wait_us : 0;
   const TimestampTz now = GetCurrentTransactionStartTimestamp();
   const TimestampTz expires_at = args::AddInterval(now, ttl, "ttl", key);
+  // Every call may have to record the key: a standby refuses them all alike.
+  standby::RequirePrimary("process", &key,
+                          "once() records the key it processes, and this server is in recovery (a read replica).");
 
   store::Connect();
   const Result result = Decide(key, now, expires_at, wait_us, wait_until);

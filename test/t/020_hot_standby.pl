@@ -11,7 +11,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use PgiStandby;
 
-my $primary = new_primary('hs_primary');
+# No sweeper: the expired key 'old' must stay for the standby to be asked about it.
+my $primary = new_primary('hs_primary', "idempotency.sweeper = off");
 my $fp1 = q{idempotency.fingerprint('{"amount":1}')};
 my $fp2 = q{idempotency.fingerprint('{"amount":2}')};
 # done: completed with a response; held: in_progress, long lease; short:
@@ -74,6 +75,8 @@ refused(qq{SELECT idempotency.finish('s', 'held', $held_token, 200)}, 'finish', 
 refused(q{SELECT idempotency.finish('s', 'done', 1, 200)}, 'finish', 'done', 'finish with a stale token');
 refused(qq{SELECT idempotency.checkpoint('s', 'held', $held_token, 'step 2')}, 'checkpoint', 'held', 'checkpoint');
 refused(qq{SELECT idempotency.release('s', 'held', $held_token)}, 'release', 'held', 'release');
+refused(q{SELECT idempotency.once('s', 'new-key')}, 'process', 'new-key', 'once of a new key');
+refused(q{SELECT idempotency.once('s', 'done')}, 'process', 'done', 'once of a processed key');
 my $err = sql_error($standby, 'app', 'SELECT idempotency.sweep()');
 like($err, qr/ERROR:  25006: cannot sweep expired idempotency keys on a hot standby/, 'sweep: 25006');
 like($err, qr/HINT:  Run it on the primary/, 'sweep: hint to run it on the primary');
