@@ -748,9 +748,11 @@ DECLARE
   left_ms   bigint;
   r         idempotency.keys;
   found_row boolean;
-  held      boolean;
   lock_id   integer;
   locked    boolean := false;
+  writes    integer := 0;
+  written   boolean;
+  leased    boolean := false;
   saved_timeout text;
 BEGIN
   IF p_scope IS NULL OR p_key IS NULL OR pg_catalog.octet_length(p_scope) OPERATOR(pg_catalog.=) 0
@@ -767,80 +769,118 @@ BEGIN
     RAISE EXCEPTION 'wait must not be negative for key "%" in scope "%"', p_key, p_scope
       USING ERRCODE = '22023', HINT = 'Pass ''0'' to answer at once, or how long to wait for a concurrent holder.';
   END IF;
+  -- The wait runs on the wall clock from here; every other time is now().
   IF v_wait OPERATOR(pg_catalog.>) interval '0' THEN
     wait_until := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) least(v_wait, interval '100 years');
   END IF;
   v_expires := idempotency._add(t_now, v_ttl, 'ttl', p_scope, p_key);
-  lock_id := idempotency._lock_id(p_scope, p_key);
 
+  -- First look, read-only: a processed key answers here without a lock or an xid.
+  SELECT * INTO r FROM idempotency.keys AS k
+   WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key;
+  found_row := FOUND;
+  <<decide>>
   LOOP
-    -- What the key is now: a live completed row answers false; a live
-    -- in_progress row with a running lease is held by its claimer.
-    SELECT * INTO r FROM idempotency.keys AS k
-     WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key;
-    found_row := FOUND;
     IF found_row AND r.expires_at OPERATOR(pg_catalog.>) t_now THEN
       IF r.state OPERATOR(pg_catalog.=) 'completed'::idempotency.state THEN
         RETURN false;
+      ELSIF r.locked_until OPERATOR(pg_catalog.>) t_now THEN
+        -- A committed claim() holds it with a running lease: it may finish
+        -- (false) or release it; look again every 50 ms while the wait lasts.
+        IF wait_until IS NULL OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) wait_until THEN
+          leased := true;
+          EXIT decide;
+        END IF;
+        PERFORM pg_catalog.pg_sleep(least(0.05, greatest(0.001, pg_catalog.date_part('epoch',
+                  wait_until OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()))));
+        SELECT * INTO r FROM idempotency.keys AS k
+         WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key;
+        found_row := FOUND;
+        CONTINUE decide;
       END IF;
-      held := r.locked_until OPERATOR(pg_catalog.>) greatest(t_now, pg_catalog.clock_timestamp());
-    ELSE
-      held := false;
     END IF;
-    IF NOT held AND NOT locked THEN
+    -- Absent, expired or lease over: the key lock, which waits for an open
+    -- transaction working on the same key.
+    IF NOT locked THEN
+      lock_id := idempotency._lock_id(p_scope, p_key);
       locked := pg_catalog.pg_try_advisory_xact_lock(1768187245, lock_id);
-      held := NOT locked;
+      IF NOT locked AND wait_until IS NOT NULL THEN
+        left_ms := greatest(1, pg_catalog.ceil(pg_catalog.date_part('epoch',
+                     wait_until OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint);
+        saved_timeout := pg_catalog.current_setting('lock_timeout');
+        BEGIN
+          PERFORM pg_catalog.set_config('lock_timeout', left_ms::text, true);
+          PERFORM pg_catalog.pg_advisory_xact_lock(1768187245, lock_id);
+          PERFORM pg_catalog.set_config('lock_timeout', saved_timeout, true);
+          locked := true;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+          locked := false;
+        END;
+      END IF;
+      EXIT decide WHEN NOT locked;
     END IF;
-    IF NOT held THEN
-      -- Ours to record: a new key, an expired row or a holder whose lease is over.
-      IF NOT found_row THEN
-        INSERT INTO idempotency.keys AS k (scope, key, fingerprint, state, token, attempt, recovery_point,
-                                           locked_until, created_at, completed_at, expires_at,
-                                           response_status, response_headers, response_body)
-        VALUES (p_scope, p_key, NULL, 'completed'::idempotency.state, idempotency._new_token(), 1, NULL,
-                NULL, t_now, t_now, v_expires, NULL, NULL, NULL)
-        ON CONFLICT (scope, key) DO NOTHING;
-      ELSE
-        UPDATE idempotency.keys AS k
-           SET fingerprint = NULL, state = 'completed'::idempotency.state, token = idempotency._new_token(),
-               attempt = 1, recovery_point = NULL, locked_until = NULL, created_at = t_now,
-               completed_at = t_now, expires_at = v_expires,
+    EXIT decide WHEN writes OPERATOR(pg_catalog.=) 3;
+    writes := writes OPERATOR(pg_catalog.+) 1;
+    IF NOT found_row THEN
+      INSERT INTO idempotency.keys AS k (scope, key, fingerprint, state, token, attempt, recovery_point,
+                                         locked_until, created_at, completed_at, expires_at,
+                                         response_status, response_headers, response_body)
+      VALUES (p_scope, p_key, NULL, 'completed'::idempotency.state, idempotency._new_token(), 1, NULL,
+              NULL, t_now, t_now, v_expires, NULL, NULL, NULL)
+      ON CONFLICT (scope, key) DO NOTHING;
+      written := FOUND;
+    ELSE
+      -- The rows claim() takes over (expired, or in_progress with the lease
+      -- over), recorded completed at once; the row wait is bounded by `wait`.
+      left_ms := 1;
+      IF wait_until IS NOT NULL THEN
+        left_ms := greatest(1, pg_catalog.ceil(pg_catalog.date_part('epoch',
+                     wait_until OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint);
+      END IF;
+      saved_timeout := pg_catalog.current_setting('lock_timeout');
+      BEGIN
+        PERFORM pg_catalog.set_config('lock_timeout', left_ms::text, true);
+        UPDATE idempotency.keys AS k SET
+               fingerprint = NULL, state = 'completed'::idempotency.state, token = idempotency._new_token(),
+               attempt = CASE WHEN k.expires_at OPERATOR(pg_catalog.<=) t_now THEN 1
+                              ELSE k.attempt OPERATOR(pg_catalog.+) 1 END,
+               recovery_point = CASE WHEN k.expires_at OPERATOR(pg_catalog.<=) t_now THEN NULL ELSE k.recovery_point END,
+               locked_until = NULL,
+               created_at = CASE WHEN k.expires_at OPERATOR(pg_catalog.<=) t_now THEN t_now ELSE k.created_at END,
+               completed_at = t_now,
+               expires_at = CASE WHEN k.expires_at OPERATOR(pg_catalog.<=) t_now THEN v_expires ELSE k.expires_at END,
                response_status = NULL, response_headers = NULL, response_body = NULL
          WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key
            AND (k.expires_at OPERATOR(pg_catalog.<=) t_now
                 OR (k.state OPERATOR(pg_catalog.=) 'in_progress'::idempotency.state
-                    AND k.locked_until OPERATOR(pg_catalog.<=) greatest(t_now, pg_catalog.clock_timestamp())));
-      END IF;
-      IF FOUND THEN
-        RETURN true;
-      END IF;
-      CONTINUE;  -- changed meanwhile (committed or swept): look again
-    END IF;
-    -- Held by another transaction: wait (a real lock wait on the key lock,
-    -- or short sleeps while a committed holder's lease runs), then 55P03.
-    IF wait_until IS NULL OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) wait_until THEN
-      RAISE EXCEPTION 'idempotency key "%" in scope "%" is held by another transaction', p_key, p_scope
-        USING ERRCODE = '55P03',
-              DETAIL = 'Its processing may still commit or roll back.',
-              HINT = 'Do not acknowledge the message yet: retry later, or pass a longer wait.';
-    END IF;
-    IF NOT locked THEN
-      left_ms := greatest(1, pg_catalog.ceil(pg_catalog.date_part('epoch',
-                   wait_until OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)::bigint);
-      saved_timeout := pg_catalog.current_setting('lock_timeout');
-      BEGIN
-        PERFORM pg_catalog.set_config('lock_timeout', left_ms::text, true);
-        PERFORM pg_catalog.pg_advisory_xact_lock(1768187245, lock_id);
+                    AND k.locked_until OPERATOR(pg_catalog.<=) t_now));
+        written := FOUND;
         PERFORM pg_catalog.set_config('lock_timeout', saved_timeout, true);
-        locked := true;
       EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
-        NULL;  -- the loop raises 55P03 now that the wait is over
+        EXIT decide;
       END;
-    ELSE
-      PERFORM pg_catalog.pg_sleep(least(0.01, greatest(0.001,
-                pg_catalog.date_part('epoch', wait_until OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()))));
     END IF;
+    IF written THEN
+      RETURN true;
+    END IF;
+    -- Someone else's row is there now (committed since the first look): look
+    -- again and answer for it.
+    SELECT * INTO r FROM idempotency.keys AS k
+     WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key;
+    found_row := FOUND;
   END LOOP;
+
+  -- Held by another transaction that may still commit or roll back: never false.
+  RAISE EXCEPTION 'idempotency key "%" in scope "%" is being processed by another transaction', p_key, p_scope
+    USING ERRCODE = '55P03',
+          DETAIL = CASE WHEN v_wait OPERATOR(pg_catalog.=) interval '0' THEN 'once() was called without a wait.'
+                        ELSE pg_catalog.format('It was still held after waiting %s ms.',
+                               pg_catalog.ceil(pg_catalog.date_part('epoch', v_wait) OPERATOR(pg_catalog.*) 1000)::bigint) END
+                   OPERATOR(pg_catalog.||)
+                   CASE WHEN leased THEN pg_catalog.format(' A claim holds it in_progress with a lease running until %s; it may still finish or release it.', r.locked_until)
+                        ELSE ' That transaction may still commit or roll back.' END
+                   OPERATOR(pg_catalog.||) ' Whether the key was processed is not known yet.',
+          HINT = 'Do not acknowledge the message: let it be delivered again, or call once() with a longer wait.';
 END
 $fn$;
 
