@@ -10,6 +10,8 @@ int max_response_bytes = 1024 * 1024;
 bool sweeper_enabled = true;
 int sweep_interval_ms = 60 * 1000;
 int sweep_batch_size = 10000;
+int max_sweepers = 2;
+double sweep_throttle = 4.0;
 }  // namespace
 
 void Init() {
@@ -33,6 +35,15 @@ void Init() {
   DefineCustomIntVariable("idempotency.sweep_batch_size",
                           "Most expired keys deleted in one sweep transaction; also sweep()'s default.", nullptr,
                           &sweep_batch_size, sweep_batch_size, 1, INT_MAX, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("idempotency.max_sweepers",
+                          "Most sweeper workers running at once, whatever the number of databases (the launcher "
+                          "takes one background-worker slot more).",
+                          nullptr, &max_sweepers, max_sweepers, 1, 64, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomRealVariable("idempotency.sweep_throttle",
+                           "After each sweep transaction the sweeper sleeps this many times as long as the "
+                           "transaction took (0: no pause), so it never takes more than 1/(1 + this) of a core.",
+                           nullptr, &sweep_throttle, sweep_throttle, 0.0, 100.0, PGC_SIGHUP, 0, nullptr, nullptr,
+                           nullptr);
   MarkGUCPrefixReserved("idempotency");
 }
 
@@ -42,5 +53,7 @@ int MaxResponseBytes() { return max_response_bytes; }
 bool SweeperEnabled() { return sweeper_enabled; }
 int SweepIntervalMs() { return sweep_interval_ms; }
 int SweepBatchSize() { return sweep_batch_size; }
+int MaxSweepers() { return max_sweepers; }
+double SweepThrottle() { return sweep_throttle; }
 
 }  // namespace pgi::settings

@@ -13,5 +13,7 @@ int MaxResponseBytes();
 bool SweeperEnabled();
 int SweepIntervalMs();
 int SweepBatchSize();
+int MaxSweepers();
+double SweepThrottle();
 
 }  // namespace pgi::settings

@@ -1,6 +1,7 @@
 // The sweeper launcher: one static background worker, connected to no
-// database, that keeps one sweeper worker running per database that has the
-// extension. See sweeper.cpp for the design.
+// database, that hands a pool of at most idempotency.max_sweepers workers to
+// the databases, one turn at a time. Which database goes next is decided by
+// sweep_schedule.cpp; see sweeper.cpp for the whole design.
 //
 // Runs only PostgreSQL calls and plain structs: an error here is promoted to
 // FATAL (there is no PG_TRY frame), the launcher exits and the postmaster
@@ -9,6 +10,7 @@
 
 #include "pg_headers.hpp"
 #include "settings.hpp"
+#include "sweep_schedule.hpp"
 #include "sweeper_shared.hpp"
 
 extern "C" {
@@ -23,6 +25,7 @@ extern "C" {
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/backend_status.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -32,40 +35,61 @@ PGDLLEXPORT void pg_idempotency_launcher_main(Datum main_arg);
 namespace pgi::sweeper {
 namespace {
 
-constexpr long kMaxTickMs = 10 * 1000;
+namespace sched = schedule;
+
+// pg_database is read again at least this often (and at once when woken):
+// a database created from a template that has the extension is found then.
+constexpr int64 kMaxRefreshUs = 10 * USECS_PER_SEC;
 // Databases found without the extension are probed again this often (a
 // safety net: CREATE EXTENSION wakes the launcher by itself).
 constexpr int64 kReprobeUs = 10 * 60 * USECS_PER_SEC;
-// Workers started but not yet known to have found the extension.
-constexpr int kMaxProbes = 2;
+// A turn that failed (error, terminated, database held) is retried after
+// min(sweep_interval, this).
+constexpr int64 kRetryUs = 1 * USECS_PER_SEC;
+// No free slot: retry after a pause that doubles up to this, and say so in
+// the log at most once a minute.
+constexpr int64 kMinBackoffUs = 100 * 1000;
+constexpr int64 kMaxBackoffUs = 10 * USECS_PER_SEC;
+constexpr int64 kNoSlotLogUs = 60 * USECS_PER_SEC;
+constexpr int kMaxPool = 64;  // the upper bound of idempotency.max_sweepers
 
-enum class DbState { Unknown, Absent, Launched };
-
-struct LocalDb {
+// What the launcher knows of each database, in two parallel arrays: the
+// schedule's view and the rest.
+sched::Database dbs[kMaxDatabases];
+struct DbInfo {
   Oid dboid;
-  DbState state;
-  BackgroundWorkerHandle* handle;  // in TopMemoryContext while Launched
-  TimestampTz next_launch;
+  TimestampTz retry_at;
   bool seen;
-  bool woken;  // CREATE EXTENSION committed there since the worker was started
 };
-
-LocalDb dbs[kMaxDatabases];
+DbInfo info[kMaxDatabases];
 int db_count = 0;
-bool warned_full = false;
-bool warned_no_slot = false;
-TimestampTz next_reprobe = 0;
 
-long TickMs() { return Min(static_cast<long>(settings::SweepIntervalMs()), kMaxTickMs); }
+struct Worker {
+  BackgroundWorkerHandle* handle;  // in TopMemoryContext
+  Oid dboid;
+  pid_t pid;  // once known
+};
+Worker pool[kMaxPool];
+int pool_size = 0;
+
+bool warned_full = false;
+TimestampTz next_refresh = 0;
+TimestampTz next_reprobe = 0;
+TimestampTz no_slot_until = 0;  // backing off until then
+int64 backoff_us = kMinBackoffUs;
+TimestampTz no_slot_logged = 0;
+int no_slot_skipped = 0;
+
+int64 IntervalUs() { return static_cast<int64>(settings::SweepIntervalMs()) * 1000; }
 
 // On exit, the workers go too: a launcher started again has no handles for
 // them and starts its own.
 void Detach(int, Datum) {
-  for (int i = 0; i < db_count; i++)
-    if (dbs[i].handle != nullptr) TerminateBackgroundWorker(dbs[i].handle);
+  for (int i = 0; i < pool_size; i++) TerminateBackgroundWorker(pool[i].handle);
   SharedState* state = Shared();
   SpinLockAcquire(&state->mutex);
   if (state->launcher_latch == MyLatch) state->launcher_latch = nullptr;
+  state->waiting = 0;
   SpinLockRelease(&state->mutex);
 }
 
@@ -97,39 +121,18 @@ int ListDatabases(Oid* out, int capacity) {
   return count;
 }
 
-LocalDb* FindLocal(Oid dboid) {
+int FindLocal(Oid dboid) {
   for (int i = 0; i < db_count; i++)
-    if (dbs[i].dboid == dboid) return &dbs[i];
-  return nullptr;
+    if (info[i].dboid == dboid) return i;
+  return -1;
 }
 
-bool Launch(Oid dboid, BackgroundWorkerHandle** handle) {
-  BackgroundWorker worker;
-  std::memset(&worker, 0, sizeof worker);
-  worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-  worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-  worker.bgw_restart_time = BGW_NEVER_RESTART;  // the launcher decides
-  snprintf(worker.bgw_library_name, BGW_MAXLEN, "%s", kLibraryName);
-  snprintf(worker.bgw_function_name, BGW_MAXLEN, "pg_idempotency_sweeper_main");
-  snprintf(worker.bgw_name, BGW_MAXLEN, "pg_idempotency sweeper for database %u", dboid);
-  snprintf(worker.bgw_type, BGW_MAXLEN, "pg_idempotency sweeper");
-  worker.bgw_main_arg = ObjectIdGetDatum(dboid);
-  worker.bgw_notify_pid = MyProcPid;  // the postmaster wakes us when it starts or stops
-  MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-  const bool ok = RegisterDynamicBackgroundWorker(&worker, handle);
-  MemoryContextSwitchTo(old);
-  return ok;
-}
-
-void Tick() {
+// Follows pg_database: adds new databases, forgets dropped ones (here and in
+// shared memory, so that creating and dropping databases never fills it).
+void RefreshDatabases() {
   SharedState* state = Shared();
-  const TimestampTz now = GetCurrentTimestamp();
-
-  // 1. Follow pg_database: add new databases, forget dropped ones.
   static Oid found[kMaxDatabases];
   const int found_count = ListDatabases(found, kMaxDatabases);
-  // Shared entries of databases that are gone (or no longer connectable):
-  // free them, so that creating and dropping databases never fills the table.
   qsort(found, found_count, sizeof(Oid), oid_cmp);
   for (DatabaseEntry& entry : state->databases) {
     SpinLockAcquire(&state->mutex);
@@ -140,102 +143,242 @@ void Tick() {
     if (entry.dboid == dboid && entry.pid == 0) entry.dboid = InvalidOid;
     SpinLockRelease(&state->mutex);
   }
-  for (int i = 0; i < db_count; i++) dbs[i].seen = false;
+  for (int i = 0; i < db_count; i++) info[i].seen = false;
   for (int i = 0; i < found_count; i++) {
-    if (LocalDb* db = FindLocal(found[i]); db != nullptr) {
-      db->seen = true;
+    if (const int at = FindLocal(found[i]); at >= 0) {
+      info[at].seen = true;
     } else if (db_count < kMaxDatabases) {
-      dbs[db_count++] = LocalDb{found[i], DbState::Unknown, nullptr, 0, true, false};
+      dbs[db_count] = sched::Database{};
+      info[db_count++] = DbInfo{found[i], 0, true};
     }
   }
   for (int i = 0; i < db_count;) {
-    if (dbs[i].seen) {
+    // A running worker keeps its database listed until it has ended.
+    if (info[i].seen || dbs[i].running) {
       i++;
       continue;
     }
-    // Dropped (its worker was asked to leave before). Forget it everywhere.
-    if (dbs[i].handle != nullptr) {
-      TerminateBackgroundWorker(dbs[i].handle);
-      pfree(dbs[i].handle);
-    }
-    SpinLockAcquire(&state->mutex);
-    if (DatabaseEntry* entry = FindDatabaseLocked(state, dbs[i].dboid, false); entry != nullptr)
-      entry->dboid = InvalidOid;
-    SpinLockRelease(&state->mutex);
-    dbs[i] = dbs[--db_count];
+    dbs[i] = dbs[db_count - 1];
+    info[i] = info[--db_count];
   }
+}
 
-  // 2. Databases where CREATE EXTENSION committed, and the periodic re-probe.
+// Databases where CREATE EXTENSION committed, and the periodic re-probe.
+// Returns whether anything was queued.
+bool TakeWakeups(TimestampTz now) {
+  SharedState* state = Shared();
   Oid wake[kMaxWakeups];
   SpinLockAcquire(&state->mutex);
   const int wake_count = state->wakeups;
-  bool wake_all = state->wake_overflow;
+  const bool overflow = state->wake_overflow;
   std::memcpy(wake, state->wake, sizeof(Oid) * wake_count);
   state->wakeups = 0;
   state->wake_overflow = false;
   SpinLockRelease(&state->mutex);
-  if (now >= next_reprobe) {
-    wake_all = true;
-    next_reprobe = now + kReprobeUs;
-  }
-  for (int i = 0; i < db_count; i++) {
-    bool woken = wake_all;
-    for (int w = 0; w < wake_count && !woken; w++) woken = wake[w] == dbs[i].dboid;
-    if (woken) dbs[i].woken = true;
-  }
+  if (wake_count > 0 || overflow) RefreshDatabases();  // the database may be new to us
+  for (int w = 0; w < wake_count; w++)
+    if (const int at = FindLocal(wake[w]); at >= 0) {
+      // A database known to have the extension keeps its rhythm (CREATE
+      // EXTENSION IF NOT EXISTS there is no news), unless a turn is running
+      // there now: it may have seen a DROP EXTENSION just before this CREATE.
+      if (dbs[at].known != sched::Known::Present || dbs[at].running) dbs[at].woken = true;
+    }
+  const bool reprobe = now >= next_reprobe;
+  if (reprobe) next_reprobe = now + kReprobeUs;
+  if (overflow || reprobe)
+    for (int i = 0; i < db_count; i++)
+      if (dbs[i].known == sched::Known::Absent) dbs[i].woken = true;
+  return wake_count > 0 || overflow;
+}
 
-  // 3. Workers that ended: absent extension, or anything else (start again).
-  int probes = 0;
-  for (int i = 0; i < db_count; i++) {
-    LocalDb& db = dbs[i];
-    if (db.state != DbState::Launched) continue;
+// Workers that have ended: what their turn found decides when their
+// database is next due.
+void ReapWorkers(TimestampTz now) {
+  SharedState* state = Shared();
+  for (int w = 0; w < pool_size;) {
     pid_t pid = 0;
-    const BgwHandleStatus status = GetBackgroundWorkerPid(db.handle, &pid);
-    SpinLockAcquire(&state->mutex);
-    const DatabaseEntry* entry = FindDatabaseLocked(state, db.dboid, false);
-    const bool no_extension = entry != nullptr && entry->no_extension;
-    const bool has_extension = entry != nullptr && entry->has_extension;
-    SpinLockRelease(&state->mutex);
-    if (status == BGWH_STOPPED) {
-      pfree(db.handle);
-      db.handle = nullptr;
-      // A worker that found no extension but was started before a CREATE
-      // EXTENSION committed is not the last word: woken sends it again.
-      db.state = no_extension && !db.woken ? DbState::Absent : DbState::Unknown;
-      db.next_launch = no_extension ? 0 : now + TickMs() * 1000;
-    } else if (!has_extension) {
-      probes++;
+    const BgwHandleStatus status = GetBackgroundWorkerPid(pool[w].handle, &pid);
+    if (status == BGWH_STARTED) pool[w].pid = pid;
+    if (status != BGWH_STOPPED && status != BGWH_POSTMASTER_DIED) {
+      w++;
+      continue;
     }
-  }
-  for (int i = 0; i < db_count; i++)
-    if (dbs[i].state == DbState::Absent && dbs[i].woken) dbs[i].state = DbState::Unknown;
-
-  // 4. Start workers where one is due.
-  for (int i = 0; i < db_count && probes < kMaxProbes; i++) {
-    LocalDb& db = dbs[i];
-    if (db.state != DbState::Unknown || db.next_launch > now) continue;
+    DatabaseEntry outcome{};
     SpinLockAcquire(&state->mutex);
-    DatabaseEntry* entry = FindDatabaseLocked(state, db.dboid, true);
-    const bool held = entry != nullptr && entry->hold_until > now;
-    if (entry != nullptr && !held) {
-      entry->has_extension = false;
-      entry->no_extension = false;
-    }
+    if (const DatabaseEntry* entry = FindDatabaseLocked(state, pool[w].dboid, false); entry != nullptr)
+      outcome = *entry;
     SpinLockRelease(&state->mutex);
-    if (entry == nullptr || held) continue;
-    if (!Launch(db.dboid, &db.handle)) {
-      if (!warned_no_slot) {
-        warned_no_slot = true;
-        ereport(WARNING, (errmsg("pg_idempotency launcher: no free background worker slot for a sweeper"),
-                          errhint("Raise max_worker_processes.")));
+    if (const int at = FindLocal(pool[w].dboid); at >= 0) {
+      sched::Database& db = dbs[at];
+      db.running = false;
+      if (!outcome.turn_done) {
+        // Failed, terminated or not started (database held): try again soon.
+        info[at].retry_at = now + Min(IntervalUs(), kRetryUs);
+      } else if (outcome.has_extension) {
+        db.known = sched::Known::Present;
+        db.backlog = outcome.more_left;
+        db.woken = false;
+        info[at].retry_at = 0;
+      } else {
+        // A probe that ran before a CREATE EXTENSION committed is not the last
+        // word: woken (set since the launch) sends a worker again.
+        db.known = sched::Known::Absent;
+        db.backlog = false;
+        info[at].retry_at = 0;
       }
-      break;  // try again next tick
     }
-    warned_no_slot = false;
-    db.state = DbState::Launched;
-    db.woken = false;
-    probes++;
+    pfree(pool[w].handle);
+    pool[w] = pool[--pool_size];
   }
+}
+
+// Holds for commands that need a database free of sessions, and retries.
+void ApplyHolds(TimestampTz now) {
+  SharedState* state = Shared();
+  static Oid held[kMaxDatabases];
+  static TimestampTz until[kMaxDatabases];
+  int held_count = 0;
+  SpinLockAcquire(&state->mutex);
+  for (const DatabaseEntry& entry : state->databases) {
+    if (entry.dboid != InvalidOid && entry.hold_until > now) {
+      held[held_count] = entry.dboid;
+      until[held_count++] = entry.hold_until;
+    }
+  }
+  SpinLockRelease(&state->mutex);
+  for (int i = 0; i < db_count; i++) dbs[i].not_before = info[i].retry_at;
+  for (int h = 0; h < held_count; h++)
+    if (const int at = FindLocal(held[h]); at >= 0) dbs[at].not_before = Max(dbs[at].not_before, until[h]);
+}
+
+// Free background-worker slots as far as this process can tell: every
+// background worker that has started shows in the backend status array
+// (ours too); ours that have not yet started count as taken.
+int FreeSlots() {
+  pgstat_clear_backend_activity_snapshot();
+  int used = 0;
+  const int backends = pgstat_fetch_stat_numbackends();
+  for (int i = 1; i <= backends; i++) {
+    const LocalPgBackendStatus* local = pgstat_fetch_stat_local_beentry(i);
+    if (local == nullptr || local->backendStatus.st_backendType != B_BG_WORKER) continue;
+    bool ours = false;
+    for (int w = 0; w < pool_size && !ours; w++) ours = pool[w].pid == local->backendStatus.st_procpid;
+    if (!ours) used++;
+  }
+  pgstat_clear_backend_activity_snapshot();
+  return max_worker_processes - used - pool_size;
+}
+
+// known_present: the last turn there found the extension (the worker says so
+// in the log if it is gone now).
+bool Launch(Oid dboid, bool known_present, BackgroundWorkerHandle** handle) {
+  BackgroundWorker worker;
+  std::memset(&worker, 0, sizeof worker);
+  worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+  worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+  worker.bgw_restart_time = BGW_NEVER_RESTART;  // the launcher decides
+  snprintf(worker.bgw_library_name, BGW_MAXLEN, "%s", kLibraryName);
+  snprintf(worker.bgw_function_name, BGW_MAXLEN, "pg_idempotency_sweeper_main");
+  snprintf(worker.bgw_name, BGW_MAXLEN, "pg_idempotency sweeper for database %u", dboid);
+  snprintf(worker.bgw_type, BGW_MAXLEN, "pg_idempotency sweeper");
+  worker.bgw_main_arg = ObjectIdGetDatum(dboid);
+  worker.bgw_extra[0] = known_present ? 1 : 0;
+  worker.bgw_notify_pid = MyProcPid;  // the postmaster wakes us when it starts or stops
+  MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+  const bool ok = RegisterDynamicBackgroundWorker(&worker, handle);
+  MemoryContextSwitchTo(old);
+  return ok;
+}
+
+void NoteNoSlot(TimestampTz now, int waiting) {
+  no_slot_until = now + backoff_us;
+  backoff_us = Min(backoff_us * 2, kMaxBackoffUs);
+  if (now - no_slot_logged < kNoSlotLogUs && no_slot_logged != 0) {
+    no_slot_skipped++;
+    return;
+  }
+  ereport(WARNING,
+          (errmsg("pg_idempotency launcher: no free background worker slot for a sweeper (%d databases waiting)",
+                  waiting),
+           no_slot_skipped > 0 ? errdetail("The same happened %d times in the last minute.", no_slot_skipped) : 0,
+           errhint("The launcher leaves the last free slot of max_worker_processes to the rest of the server and "
+                   "retries; raise max_worker_processes if this persists.")));
+  no_slot_logged = now;
+  no_slot_skipped = 0;
+}
+
+// Starts workers while the pool has room and a database is due. Returns how
+// many due databases are left waiting.
+int Dispatch(TimestampTz now) {
+  SharedState* state = Shared();
+  const int64 interval = IntervalUs();
+  const int max_pool = Min(settings::MaxSweepers(), kMaxPool);
+  // Fewer sweepers after a SIGHUP: the newest leave at once.
+  while (pool_size > max_pool) {
+    Worker& extra = pool[pool_size - 1];
+    TerminateBackgroundWorker(extra.handle);
+    if (const int at = FindLocal(extra.dboid); at >= 0) dbs[at].running = false;
+    pfree(extra.handle);
+    pool_size--;
+  }
+  // With the sweeper off nobody is sent (a turn would only look at the
+  // extension); turned on again, every overdue database is due at once.
+  while (pool_size < max_pool && now >= no_slot_until && settings::SweeperEnabled()) {
+    const int next = sched::Next(dbs, db_count, now, interval);
+    if (next < 0) break;
+    const Oid dboid = info[next].dboid;
+    SpinLockAcquire(&state->mutex);
+    DatabaseEntry* entry = FindDatabaseLocked(state, dboid, true);
+    if (entry != nullptr) {
+      entry->turn_done = false;
+      entry->has_extension = false;
+      entry->more_left = false;
+    }
+    SpinLockRelease(&state->mutex);
+    if (entry == nullptr) {  // shared table full (more databases than kMaxDatabases)
+      info[next].retry_at = now + kMaxRefreshUs;
+      dbs[next].not_before = info[next].retry_at;
+      continue;
+    }
+    BackgroundWorkerHandle* handle = nullptr;
+    if (FreeSlots() < 2 || !Launch(dboid, dbs[next].known == sched::Known::Present, &handle)) {
+      NoteNoSlot(now, sched::Waiting(dbs, db_count, now, interval));
+      break;
+    }
+    backoff_us = kMinBackoffUs;
+    pool[pool_size++] = Worker{handle, dboid, 0};
+    dbs[next].running = true;
+    dbs[next].woken = false;
+    dbs[next].backlog = false;
+    dbs[next].last_turn = now;
+  }
+  const int waiting = sched::Waiting(dbs, db_count, now, interval);
+  SpinLockAcquire(&state->mutex);
+  state->waiting = waiting;
+  SpinLockRelease(&state->mutex);
+  return waiting;
+}
+
+// One round; returns how long to sleep (ms).
+long Tick() {
+  const TimestampTz now = GetCurrentTimestamp();
+  const int64 interval = IntervalUs();
+  if (now >= next_refresh) {
+    RefreshDatabases();
+    next_refresh = now + Min(interval, kMaxRefreshUs);
+  }
+  TakeWakeups(now);
+  ReapWorkers(now);
+  ApplyHolds(now);
+  const int waiting = Dispatch(now);
+
+  // Also when the pool is full: a database falling due raises `waiting`,
+  // which tells a worker past its turn's budget to make room. A worker that
+  // ends sets our latch (bgw_notify_pid).
+  TimestampTz wake_at = Min(Min(next_refresh, next_reprobe), sched::NextDue(dbs, db_count, now, interval));
+  if (waiting > 0 && pool_size < Min(settings::MaxSweepers(), kMaxPool)) wake_at = Min(wake_at, no_slot_until);
+  const int64 sleep_us = wake_at - now;
+  return static_cast<long>(Max(Min(sleep_us, kMaxRefreshUs), 10 * 1000) / 1000);
 }
 
 }  // namespace
@@ -258,6 +401,7 @@ void pg_idempotency_launcher_main(Datum) {
   state->wake_overflow = false;
   SpinLockRelease(&state->mutex);
   before_shmem_exit(Detach, 0);
+  next_reprobe = GetCurrentTimestamp() + kReprobeUs;
   ereport(LOG, (errmsg("pg_idempotency launcher started")));
 
   for (;;) {
@@ -266,10 +410,8 @@ void pg_idempotency_launcher_main(Datum) {
       ConfigReloadPending = false;
       ProcessConfigFile(PGC_SIGHUP);
     }
-    pgstat_report_activity(STATE_RUNNING, "pg_idempotency: looking for databases to sweep");
-    Tick();
-    pgstat_report_activity(STATE_IDLE, nullptr);
-    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, TickMs(), PG_WAIT_EXTENSION);
+    const long sleep_ms = Tick();
+    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, sleep_ms, PG_WAIT_EXTENSION);
     ResetLatch(MyLatch);
   }
 }

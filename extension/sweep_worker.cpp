@@ -1,14 +1,18 @@
-// One sweeper worker per database that has the extension (started by the
-// launcher, see sweeper.cpp). Every sweep_interval it deletes expired keys in
-// transactions of at most sweep_batch_size rows, through store::SweepExpired
-// (SKIP LOCKED: it never waits for a claim, and a claim never waits for more
-// than one batch of it), until a batch comes back short.
+// A sweeper worker: one turn in one database, handed to it by the launcher
+// (see sweeper.cpp). It deletes expired keys in transactions of at most
+// sweep_batch_size rows through store::SweepExpired (SKIP LOCKED: it never
+// waits for a claim, and a claim never waits for more than one batch of it)
+// until a batch comes back short, pausing after each batch in proportion to
+// its time (idempotency.sweep_throttle). A turn that has used its budget
+// (sweep_interval / 2) while another database waits for a worker stops early
+// and tells the launcher that keys are left, so the database gets another
+// turn soon. Then the worker reports in shared memory and exits.
 //
 // Errors: every PostgreSQL call that may raise an ERROR runs inside PgCall,
 // which turns it into a C++ exception; the sweep pass catches it, aborts the
-// transaction, logs a WARNING and tries again one interval later. Nothing with
-// a destructor lives in a frame that a longjmp could cross. FATAL (SIGTERM,
-// postmaster death) exits the process directly, which is what we want.
+// transaction, logs a WARNING and the database's next turn comes one interval
+// later. Nothing with a destructor lives in a frame that a longjmp could
+// cross. FATAL (SIGTERM, postmaster death) exits the process directly.
 #include <cstdio>
 #include <exception>
 
@@ -17,6 +21,7 @@
 #include "settings.hpp"
 #include "stats.hpp"
 #include "store.hpp"
+#include "sweep_schedule.hpp"
 #include "sweeper_shared.hpp"
 
 extern "C" {
@@ -46,7 +51,7 @@ constexpr int kStatementTimeoutMs = 30 * 1000;
 
 char database_name[NAMEDATALEN] = "";
 
-enum class PassEnd { Done, NoExtension, Failed };
+enum class PassEnd { Done, MoreLeft, NoExtension, Failed };
 
 struct PassResult {
   PassEnd end;
@@ -79,21 +84,25 @@ void Unregister(int, Datum) {
   SpinLockRelease(&state->mutex);
 }
 
-// Records whether the extension is here; the first time it is, wakes the
-// launcher (it limits how many unconfirmed workers start at once).
-void NoteExtension(bool present) {
+// The turn's outcome, for the launcher (read once this process has ended).
+void Report(const PassResult& pass) {
   SharedState* state = Shared();
   SpinLockAcquire(&state->mutex);
-  DatabaseEntry* entry = FindDatabaseLocked(state, MyDatabaseId, false);
-  bool first = false;
-  if (entry != nullptr) {
-    first = present && !entry->has_extension;
-    entry->has_extension = present;
-    entry->no_extension = !present;
+  if (DatabaseEntry* entry = FindDatabaseLocked(state, MyDatabaseId, false); entry != nullptr) {
+    entry->turn_done = true;
+    entry->has_extension = pass.end != PassEnd::NoExtension;
+    entry->more_left = pass.end == PassEnd::MoreLeft;
   }
-  Latch* launcher = state->launcher_latch;
   SpinLockRelease(&state->mutex);
-  if (first && launcher != nullptr) SetLatch(launcher);
+}
+
+// Whether another database is waiting for a worker.
+bool OthersWaiting() {
+  SharedState* state = Shared();
+  SpinLockAcquire(&state->mutex);
+  const bool waiting = state->waiting > 0;
+  SpinLockRelease(&state->mutex);
+  return waiting;
 }
 
 // One transaction: checks that the extension is still here and, when limit is
@@ -121,14 +130,31 @@ int64 SweepTransaction(int64 limit) {
   return present ? static_cast<int64>(deleted) : -1;
 }
 
-// One sweep: batches until one comes back short (or, with sweep off, only the
-// extension check). Never throws.
-PassResult SweepPass(bool sweep) noexcept {
+// Sleeps `us` unless signalled (SIGHUP, SIGTERM set the latch). Throws PgError.
+void Pause(int64 us) {
+  if (us > 0) {
+    const long ms = static_cast<long>((us + 999) / 1000);
+    PgCall([ms] {
+      (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms, PG_WAIT_EXTENSION);
+      ResetLatch(MyLatch);
+    });
+  }
+  PgCall([] { CHECK_FOR_INTERRUPTS(); });  // SIGTERM between batches
+}
+
+// One turn: batches until one comes back short (or, with the sweeper off,
+// only the extension check). Never throws.
+PassResult SweepPass(TimestampTz start) noexcept {
   PassResult result{PassEnd::Done, 0, 0};
   char message[1024] = "";
   try {
     for (;;) {
-      const int64 limit = sweep ? settings::SweepBatchSize() : 0;
+      if (ConfigReloadPending) {
+        ConfigReloadPending = false;
+        PgCall([] { ProcessConfigFile(PGC_SIGHUP); });
+      }
+      const int64 limit = settings::SweeperEnabled() ? settings::SweepBatchSize() : 0;
+      const TimestampTz batch_start = GetCurrentTimestamp();
       const int64 deleted = SweepTransaction(limit);
       if (deleted < 0) {
         result.end = PassEnd::NoExtension;
@@ -143,7 +169,14 @@ PassResult SweepPass(bool sweep) noexcept {
       const bool last = deleted < limit || limit == 0;
       PgCall([last] { pgstat_report_stat(last); });
       if (last) break;
-      PgCall([] { CHECK_FOR_INTERRUPTS(); });  // SIGTERM between batches
+      const TimestampTz now = GetCurrentTimestamp();
+      const int64 budget = schedule::TurnBudget(static_cast<int64>(settings::SweepIntervalMs()) * 1000);
+      if (now - start >= budget && OthersWaiting()) {
+        PgCall([] { pgstat_report_stat(true); });
+        result.end = PassEnd::MoreLeft;
+        break;
+      }
+      Pause(schedule::PauseAfter(now - batch_start, settings::SweepThrottle()));
     }
   } catch (const PgError& e) {
     snprintf(message, sizeof message, "%s", e.what());
@@ -158,14 +191,14 @@ PassResult SweepPass(bool sweep) noexcept {
   }
   if (result.end == PassEnd::Failed) {
     // Outside any PG_TRY: an error here is promoted to FATAL and the launcher
-    // starts a fresh worker.
+    // retries the database a little later.
     AbortCurrentTransaction();
     disable_timeout(STATEMENT_TIMEOUT, false);
     ereport(WARNING, (errmsg("pg_idempotency sweeper: sweep of database \"%s\" failed after %llu keys: %s",
                              database_name, static_cast<unsigned long long>(result.deleted), message),
                       errhint("The sweeper tries again after idempotency.sweep_interval.")));
   }
-  if (result.deleted > 0 || (sweep && result.end == PassEnd::Done)) stats::NoteSweep();
+  if (result.deleted > 0 || (settings::SweeperEnabled() && result.end == PassEnd::Done)) stats::NoteSweep();
   return result;
 }
 
@@ -177,7 +210,7 @@ void pg_idempotency_sweeper_main(Datum main_arg) {
   using namespace pgi::sweeper;
   const Oid dboid = DatumGetObjectId(main_arg);
   pqsignal(SIGHUP, SignalHandlerForConfigReload);
-  pqsignal(SIGTERM, die);  // ends a running statement too, not only the sleep
+  pqsignal(SIGTERM, die);  // ends a running statement too, not only a pause
   BackgroundWorkerUnblockSignals();
   if (Shared() == nullptr) proc_exit(0);
   BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
@@ -194,42 +227,26 @@ void pg_idempotency_sweeper_main(Datum main_arg) {
   // Losing the last sweep in a crash is harmless: the rows are swept again.
   SetSetting("synchronous_commit", "off");
 
-  for (;;) {
-    if (ConfigReloadPending) {
-      ConfigReloadPending = false;
-      ProcessConfigFile(PGC_SIGHUP);
-    }
-    const bool sweep = settings::SweeperEnabled();
-    pgstat_report_activity(STATE_RUNNING, sweep ? "pg_idempotency: deleting expired keys"
-                                                : "pg_idempotency: sweeper off, checking the extension");
-    const TimestampTz start = GetCurrentTimestamp();
-    const PassResult pass = SweepPass(sweep);
-    if (pass.end == PassEnd::NoExtension) {
-      NoteExtension(false);
-      ereport(LOG, (errmsg("pg_idempotency sweeper: no extension pg_idempotency in database \"%s\", exiting",
-                           database_name)));
-      proc_exit(0);
-    }
-    if (pass.end == PassEnd::Done) NoteExtension(true);
-    if (pass.deleted > 0) {
-      long seconds = 0;
-      int microseconds = 0;
-      TimestampDifference(start, GetCurrentTimestamp(), &seconds, &microseconds);
-      const double ms = seconds * 1000.0 + microseconds / 1000.0;
-      ereport(LOG, (errmsg("pg_idempotency sweeper: deleted %llu expired keys in database \"%s\" in %.1f ms "
-                           "(%d transactions, %.0f keys/s)",
-                           static_cast<unsigned long long>(pass.deleted), database_name, ms, pass.transactions,
-                           ms > 0 ? pass.deleted * 1000.0 / ms : 0.0)));
-    }
-    pgstat_report_activity(STATE_IDLE, nullptr);
-    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, settings::SweepIntervalMs(),
-                    PG_WAIT_EXTENSION);
-    ResetLatch(MyLatch);
-    try {
-      PgCall([] { CHECK_FOR_INTERRUPTS(); });  // SIGTERM exits here (FATAL); a stray cancel is ignored
-    } catch (const PgError& e) {
-      FreeErrorData(e.data());
-    } catch (...) {  // PgCall throws nothing else; never let anything reach C
-    }
+  pgstat_report_activity(STATE_RUNNING, "pg_idempotency: deleting expired keys");
+  const TimestampTz start = GetCurrentTimestamp();
+  const PassResult pass = SweepPass(start);
+  Report(pass);
+  if (pass.end == PassEnd::NoExtension) {
+    // A probe (a database never seen with the extension) says so only at
+    // DEBUG1: at start-up every database is looked at once.
+    const bool was_present = MyBgworkerEntry->bgw_extra[0] != 0;
+    ereport(was_present ? LOG : DEBUG1,
+            (errmsg("pg_idempotency sweeper: no extension pg_idempotency in database \"%s\", exiting", database_name)));
+  } else if (pass.deleted > 0) {
+    long seconds = 0;
+    int microseconds = 0;
+    TimestampDifference(start, GetCurrentTimestamp(), &seconds, &microseconds);
+    const double ms = seconds * 1000.0 + microseconds / 1000.0;
+    ereport(LOG, (errmsg("pg_idempotency sweeper: deleted %llu expired keys in database \"%s\" in %.1f ms "
+                         "(%d transactions, %.0f keys/s)%s",
+                         static_cast<unsigned long long>(pass.deleted), database_name, ms, pass.transactions,
+                         ms > 0 ? pass.deleted * 1000.0 / ms : 0.0,
+                         pass.end == PassEnd::MoreLeft ? "; more left for its next turn" : "")));
   }
+  proc_exit(0);
 }

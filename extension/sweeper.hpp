@@ -1,10 +1,14 @@
-// The background sweeper: a launcher worker and one sweeper worker per
-// database that has the extension.
+// The background sweeper: a launcher worker that hands a bounded pool of
+// sweeper workers to the databases that have the extension, in turn.
 #pragma once
 
 namespace pgi::sweeper {
 
-// Registers the launcher background worker. Call from _PG_init while preloading.
+// Registers the launcher background worker, the shared memory and the
+// command hooks. Call from _PG_init while preloading.
 void Init();
+
+// Installs the ProcessUtility hook (sweep_commands.cpp). Called by Init().
+void InstallCommandHooks();
 
 }  // namespace pgi::sweeper

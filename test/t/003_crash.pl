@@ -32,6 +32,8 @@ sub commit_keys
 
 # --- kill -9 of a sweeper worker
 commit_keys('before9', 500);
+# Small batches make a long turn, so that a worker is there to be killed.
+set_and_reload($node, 'idempotency.sweep_batch_size', 100);
 insert_expired($node, 'app', 'old', 20000);
 my $pid = wait_for_sweeper($node, 'app', 10);
 ok($pid ne '', 'sweeper running');
@@ -40,7 +42,8 @@ kill 'KILL', $pid;
 ok($node->wait_for_log(qr/terminated by signal 9/, $offset), 'the postmaster saw the sweeper die');
 ok($node->wait_for_log(qr/database system is ready to accept connections/, $offset), 'crash recovery done');
 my $new_pid = wait_for_sweeper($node, 'app', 20, $pid);
-ok($new_pid ne '' && $new_pid ne $pid, 'the sweeper comes back after kill -9');
+ok($new_pid ne '' && $new_pid ne $pid, 'a sweeper worker is back in the database after kill -9');
+set_and_reload($node, 'idempotency.sweep_batch_size', undef);
 is(key_count($node, 'app', "scope = 'before9'"), '500', 'no committed key lost');
 is($node->safe_psql('app', q{SELECT count(*) FROM idempotency.keys
 		WHERE scope = 'before9' AND state = 'completed' AND response_status = 201}), '500',
@@ -86,8 +89,8 @@ cmp_ok($stored, '>=', $acknowledged, 'every acknowledged key survived the immedi
 note("completed keys after restart: $stored (acknowledged $acknowledged; the rest committed but unacknowledged)");
 cmp_ok($stored, '<=', $acknowledged + 2, 'at most one unacknowledged commit per client');
 is(key_count($node, 'app', "scope = 'before9'"), '500', 'older keys still there');
-ok(wait_for_sweeper($node, 'app', 10) ne '', 'the sweeper is back after the restart');
-ok(defined wait_until(sub { key_count($node, 'app', "scope = 'old2'") == 0 }, 20), 'and finishes the sweep');
+ok(defined wait_until(sub { key_count($node, 'app', "scope = 'old2'") == 0 }, 20),
+	'the sweeper is back after the restart and finishes the sweep');
 
 $node->stop('fast');
 done_testing();

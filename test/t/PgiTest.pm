@@ -10,7 +10,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 our @EXPORT = qw(new_node sweeper_pid wait_for_sweeper wait_no_sweeper insert_expired
-  key_count wait_until set_and_reload);
+  key_count wait_until set_and_reload wait_swept);
 
 # A preloaded node with a short sweep interval, started.
 sub new_node
@@ -29,7 +29,8 @@ sub new_node
 	return $node;
 }
 
-# pid of the sweeper worker connected to $db, or '' if none.
+# Sweeper workers come and go: one connects to a database for a turn and
+# exits. pid of the one connected to $db now, or '' if none.
 sub sweeper_pid
 {
 	my ($node, $db) = @_;
@@ -79,6 +80,13 @@ sub insert_expired
 		SELECT '$scope', 'k' || g, 'completed', g, 1, now() - interval '2 hours', now() - interval '2 hours',
 		       now() - interval '1 hour', 200, convert_to(repeat('x', 80), 'UTF8')
 		FROM generate_series(1, $n) AS g});
+}
+
+# Waits until no key of $scope is left in $db; returns the elapsed seconds or undef.
+sub wait_swept
+{
+	my ($node, $db, $scope, $timeout) = @_;
+	return wait_until(sub { key_count($node, $db, "scope = '$scope'") == 0 }, $timeout // 10);
 }
 
 sub key_count

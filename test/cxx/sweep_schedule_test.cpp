@@ -1,0 +1,121 @@
+// Unit tests of the sweeper launcher's schedule (extension/sweep_schedule.cpp):
+// which database gets the next worker, and the pause after a batch. The TAP
+// tests (test/t/001, 004) cover the same rules end to end.
+#include "sweep_schedule.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace {
+
+using namespace pgi::sweeper::schedule;
+
+constexpr Micros kSecond = 1'000'000;
+constexpr Micros kInterval = 60 * kSecond;
+
+Database Present(Micros last_turn) {
+  Database db;
+  db.known = Known::Present;
+  db.last_turn = last_turn;
+  return db;
+}
+
+TEST(SweepSchedule, UnknownDatabasesAreDueAtOnceAbsentOnesNever) {
+  Database unknown;
+  Database absent;
+  absent.known = Known::Absent;
+  EXPECT_EQ(DueAt(unknown, kInterval), 0);
+  EXPECT_EQ(DueAt(absent, kInterval), kNever);
+  absent.woken = true;  // CREATE EXTENSION committed there
+  EXPECT_EQ(DueAt(absent, kInterval), 0);
+}
+
+TEST(SweepSchedule, PresentDatabaseIsDueOneIntervalAfterItsLastTurnOrAtOnceWithABacklog) {
+  Database db = Present(100 * kSecond);
+  EXPECT_EQ(DueAt(db, kInterval), 160 * kSecond);
+  db.backlog = true;
+  EXPECT_EQ(DueAt(db, kInterval), 100 * kSecond);
+  db.running = true;
+  EXPECT_EQ(DueAt(db, kInterval), kNever);
+}
+
+TEST(SweepSchedule, HeldOrRetryingDatabaseWaits) {
+  Database db = Present(0);
+  db.not_before = 500 * kSecond;
+  EXPECT_EQ(DueAt(db, kInterval), 500 * kSecond);
+  EXPECT_EQ(Next(&db, 1, 499 * kSecond, kInterval), -1);
+  EXPECT_EQ(Next(&db, 1, 500 * kSecond, kInterval), 0);
+}
+
+TEST(SweepSchedule, WokenGoesFirstThenTheLongestWaiting) {
+  std::vector<Database> dbs = {Present(10 * kSecond), Present(5 * kSecond), Present(20 * kSecond)};
+  EXPECT_EQ(Next(dbs.data(), 3, 100 * kSecond, kInterval), 1);
+  dbs[2].woken = true;
+  EXPECT_EQ(Next(dbs.data(), 3, 100 * kSecond, kInterval), 2);
+}
+
+TEST(SweepSchedule, BacklogOnlyTakesTurnsNobodyElseNeeds) {
+  // db 0 has a backlog and just had a turn; db 1 is overdue: db 1 goes first.
+  std::vector<Database> dbs = {Present(99 * kSecond), Present(30 * kSecond)};
+  dbs[0].backlog = true;
+  EXPECT_EQ(Next(dbs.data(), 2, 100 * kSecond, kInterval), 1);
+  // Once db 1 runs, the backlog gets the free worker.
+  dbs[1].running = true;
+  EXPECT_EQ(Next(dbs.data(), 2, 100 * kSecond, kInterval), 0);
+  EXPECT_EQ(Waiting(dbs.data(), 2, 100 * kSecond, kInterval), 1);
+}
+
+TEST(SweepSchedule, NextDueIsTheEarliestFutureOne) {
+  std::vector<Database> dbs = {Present(10 * kSecond), Present(20 * kSecond), Present(0)};
+  dbs[2].known = Known::Absent;
+  EXPECT_EQ(NextDue(dbs.data(), 3, 50 * kSecond, kInterval), 70 * kSecond);
+  EXPECT_EQ(NextDue(dbs.data(), 3, 75 * kSecond, kInterval), 80 * kSecond);
+  EXPECT_EQ(NextDue(dbs.data(), 3, 85 * kSecond, kInterval), kNever);
+}
+
+// Simulates N databases, each turn taking the whole budget, M workers: every
+// database's turns start within interval x ceil(N / M) of each other.
+void CheckBound(int n, int m, Micros interval) {
+  std::vector<Database> dbs(n);
+  for (auto& db : dbs) db = Present(0), db.backlog = true;  // all want turns all the time
+  std::vector<Micros> ends(n, 0);
+  std::vector<Micros> last_start(n, -1);
+  Micros worst_gap = 0;
+  const Micros step = interval / 100;
+  const Micros bound = interval * ((n + m - 1) / m);
+  for (Micros now = 0; now < 20 * bound; now += step) {
+    int running = 0;
+    for (int i = 0; i < n; i++) {
+      if (dbs[i].running && ends[i] <= now) dbs[i].running = false;
+      running += dbs[i].running;
+    }
+    while (running < m) {
+      const int next = Next(dbs.data(), n, now, interval);
+      if (next < 0) break;
+      if (last_start[next] >= 0) worst_gap = std::max(worst_gap, now - last_start[next]);
+      last_start[next] = now;
+      dbs[next].running = true;
+      dbs[next].last_turn = now;
+      ends[next] = now + TurnBudget(interval) + step;  // plus a start-up cost
+      running++;
+    }
+  }
+  for (int i = 0; i < n; i++) EXPECT_GE(last_start[i], 0) << "database " << i << " never swept";
+  EXPECT_LE(worst_gap, bound) << n << " databases, " << m << " workers";
+}
+
+TEST(SweepSchedule, EveryDatabaseGetsATurnWithinTheBound) {
+  for (int n : {1, 2, 3, 7, 20, 100})
+    for (int m : {1, 2, 3, 5}) CheckBound(n, m, kInterval);
+}
+
+TEST(SweepSchedule, PauseIsProportionalToTheWorkAndCapped) {
+  EXPECT_EQ(PauseAfter(10'000, 0), 0);
+  EXPECT_EQ(PauseAfter(10'000, 2.0), 20'000);
+  EXPECT_EQ(PauseAfter(0, 2.0), 0);
+  EXPECT_EQ(PauseAfter(10 * kSecond, 2.0), kSecond);
+}
+
+}  // namespace
