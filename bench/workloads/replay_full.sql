@@ -1,3 +1,0 @@
--- 2. replay: claim of an already completed key (full peer)
-\set n random(1, :nreplay)
-SELECT * FROM peer_full.claim('replay', :n, '\xf50d36c1739463e571da8e929fdeb3bc35c5bf86051c653d6a61deedcb10944e'::bytea);
