@@ -62,6 +62,18 @@ check "portable -> extension: the app role claims under its policy" "claimed 0" 
 check "portable -> extension: the table is the extension's again (dumped as configuration)" "t" \
   "$(sql $DB -c "SELECT extconfig @> ARRAY['idempotency.keys'::regclass::oid] FROM pg_extension WHERE extname = 'pg_idempotency'")"
 
+# Between servers (README): \copy from the extension into a fresh portable edition.
+COPYDB=portable_migrate_copy
+trap 'drop_db $DB; drop_db $COPYDB; sql postgres -c "DROP ROLE IF EXISTS pgi_move_app" >/dev/null 2>&1' EXIT
+fresh_db $COPYDB
+install_portable $COPYDB >/dev/null 2>&1
+copyfile=$(mktemp /tmp/portable-keys.XXXXXX); chmod a+r "$copyfile"
+"$PG_BIN/psql" -X -q -d $DB -c "\copy idempotency.keys TO '$copyfile'" &&
+  "$PG_BIN/psql" -X -q -U "$OWNER" -d $COPYDB -c "\copy idempotency.keys FROM '$copyfile'"
+rm -f "$copyfile"
+check "\\copy from the extension to the portable edition: every live key" "$(keys_digest $DB "$LIVE")" "$(keys_digest $COPYDB "$LIVE")"
+check "\\copy: clients see the same answers" "$BEHAVIOUR" "$(behaviour $COPYDB portable)"
+
 # Nothing to move: both scripts refuse on the wrong edition and change nothing.
 out=$("$PG_BIN/psql" -X -q -d $DB -f "$PORTABLE_ROOT/sql/portable/to_extension.sql" 2>&1); rc=$?
 check "to_extension.sql on the extension: refused, nothing changed" "3 $digest" "$rc $(keys_digest $DB "$LIVE")"
