@@ -261,27 +261,13 @@ BEGIN
 END
 $fn$;
 
--- The key lock's second argument: a 32-bit hash of (scope, key), the key's
--- hash chained off the scope's so that ("a","bc") and ("ab","c") differ.
-CREATE OR REPLACE FUNCTION idempotency._lock_id(scope text, key text)
-RETURNS integer LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-  SET search_path = pg_catalog, pg_temp
-AS $fn$
-  SELECT ((h OPERATOR(pg_catalog.#) (h OPERATOR(pg_catalog.>>) 32)) OPERATOR(pg_catalog.&) 4294967295
-          OPERATOR(pg_catalog.-) 2147483648)::integer
-    FROM (SELECT pg_catalog.hashtextextended(key, pg_catalog.hashtext(scope)::bigint) AS h) AS x
-$fn$;
-
--- A fencing token: positive, non-zero, from the strong random source (unlike
--- random(), a caller's setseed() cannot make two claims share a token).
-CREATE OR REPLACE FUNCTION idempotency._new_token()
-RETURNS bigint LANGUAGE sql VOLATILE PARALLEL SAFE
-  SET search_path = pg_catalog, pg_temp
-AS $fn$
-  SELECT greatest(1, ('x' OPERATOR(pg_catalog.||)
-           pg_catalog.encode(pg_catalog.substr(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 8), 'hex'))::bit(64)::bigint
-         OPERATOR(pg_catalog.&) 9223372036854775807)
-$fn$;
+-- Inlined on the hot paths (a call of a function with a SET clause costs a
+-- GUC save and restore), spelled the same way everywhere:
+--   key lock id: a 32-bit fold of hashtextextended(key, hashtext(scope)), the
+--     key's hash chained off the scope's so that ("a","bc") and ("ab","c") differ;
+--   fencing token: positive, non-zero, 64 bits of gen_random_uuid() (the strong
+--     random source: unlike random(), a caller's setseed() cannot make two
+--     claims share a token) with its version nibble, so 59 random bits.
 
 -- ---------------------------------------------------------------- claim
 CREATE OR REPLACE FUNCTION idempotency.claim(
@@ -313,6 +299,7 @@ DECLARE
   claimed   boolean;
   timed_out boolean;
   saved_timeout text;
+  setting   text;
 BEGIN
   -- Arguments, in the extension's order; messages only on the rare bad path.
   IF p_scope IS NULL OR p_key IS NULL OR pg_catalog.octet_length(p_scope) OPERATOR(pg_catalog.=) 0
@@ -325,12 +312,26 @@ BEGIN
       USING ERRCODE = '22023', HINT = 'Pass a digest of the request, such as idempotency.fingerprint(request_json).';
   END IF;
   IF v_ttl IS NULL THEN
-    v_ttl := idempotency._setting_interval('idempotency.default_ttl', 's', interval '24 hours');
+    setting := pg_catalog.current_setting('idempotency.default_ttl', true);
+    IF setting IS NULL OR setting OPERATOR(pg_catalog.=) '' THEN
+      v_ttl := interval '24 hours';
+    ELSIF setting OPERATOR(pg_catalog.~) '^\s*[0-9]+\s*$' THEN  -- a bare number: the extension's unit
+      v_ttl := idempotency._setting_interval('idempotency.default_ttl', 's', interval '24 hours');
+    ELSE
+      v_ttl := setting::interval;
+    END IF;
   ELSIF v_ttl OPERATOR(pg_catalog.<=) interval '0' THEN
     PERFORM idempotency._not_positive('ttl', p_scope, p_key);
   END IF;
   IF v_lease IS NULL THEN
-    v_lease := idempotency._setting_interval('idempotency.default_lease', 'ms', interval '60 seconds');
+    setting := pg_catalog.current_setting('idempotency.default_lease', true);
+    IF setting IS NULL OR setting OPERATOR(pg_catalog.=) '' THEN
+      v_lease := interval '60 seconds';
+    ELSIF setting OPERATOR(pg_catalog.~) '^\s*[0-9]+\s*$' THEN  -- a bare number: the extension's unit
+      v_lease := idempotency._setting_interval('idempotency.default_lease', 'ms', interval '60 seconds');
+    ELSE
+      v_lease := setting::interval;
+    END IF;
   ELSIF v_lease OPERATOR(pg_catalog.<=) interval '0' THEN
     PERFORM idempotency._not_positive('lease', p_scope, p_key);
   END IF;
@@ -388,7 +389,9 @@ BEGIN
 
     IF tries OPERATOR(pg_catalog.=) 0 THEN
       -- The key lock: another open transaction claiming this key holds it.
-      lock_id := idempotency._lock_id(p_scope, p_key);
+      lock_id := ((pg_catalog.hashtextextended(p_key, pg_catalog.hashtext(p_scope)::bigint) OPERATOR(pg_catalog.#)
+           (pg_catalog.hashtextextended(p_key, pg_catalog.hashtext(p_scope)::bigint) OPERATOR(pg_catalog.>>) 32))
+          OPERATOR(pg_catalog.&) 4294967295 OPERATOR(pg_catalog.-) 2147483648)::integer;
       IF NOT pg_catalog.pg_try_advisory_xact_lock(1768187245, lock_id) THEN
         timed_out := true;
         IF wait_until IS NOT NULL THEN
@@ -414,7 +417,9 @@ BEGIN
     END IF;
     tries := tries OPERATOR(pg_catalog.+) 1;
 
-    v_token := idempotency._new_token();
+    v_token := greatest(1, ('x' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.substr(
+                 pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 8), 'hex'))::bit(64)::bigint
+               OPERATOR(pg_catalog.&) 9223372036854775807);
     claimed := false;
     IF NOT found_row THEN
       -- A new key: one plain INSERT; DO NOTHING answers a conflict without a row lock.
@@ -438,7 +443,12 @@ BEGIN
       END IF;
       saved_timeout := pg_catalog.current_setting('lock_timeout');
       BEGIN
-        PERFORM pg_catalog.set_config('lock_timeout', left_ms::text, true);
+        IF wait_until IS NULL THEN  -- no wait: never block, not even for a moment
+          PERFORM FROM idempotency.keys AS k
+            WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key FOR UPDATE NOWAIT;
+        ELSE
+          PERFORM pg_catalog.set_config('lock_timeout', left_ms::text, true);
+        END IF;
         UPDATE idempotency.keys AS k SET
                fingerprint = CASE WHEN k.expires_at OPERATOR(pg_catalog.<=) t_now THEN p_fp
                                   ELSE coalesce(k.fingerprint, p_fp) END,
@@ -536,7 +546,10 @@ BEGIN
 
   -- The key lock: a claim racing with this finish answers in_progress at once
   -- instead of waiting for this transaction's row lock.
-  PERFORM pg_catalog.pg_advisory_xact_lock(1768187245, idempotency._lock_id(p_scope, p_key));
+  PERFORM pg_catalog.pg_advisory_xact_lock(1768187245,
+    ((pg_catalog.hashtextextended(p_key, pg_catalog.hashtext(p_scope)::bigint) OPERATOR(pg_catalog.#)
+           (pg_catalog.hashtextextended(p_key, pg_catalog.hashtext(p_scope)::bigint) OPERATOR(pg_catalog.>>) 32))
+          OPERATOR(pg_catalog.&) 4294967295 OPERATOR(pg_catalog.-) 2147483648)::integer);
   UPDATE idempotency.keys AS k
      SET state = 'completed'::idempotency.state, completed_at = t_now, locked_until = NULL,
          response_status = p_status, response_body = p_body, response_headers = p_hdrs
@@ -581,18 +594,33 @@ DECLARE
   t_now    timestamptz := pg_catalog.now();
   v_locked timestamptz;
   r        idempotency.keys;
+  setting  text;
 BEGIN
   PERFORM idempotency._check_key(p_scope, p_key);
   IF p_token IS NULL THEN
     RAISE EXCEPTION 'token must not be NULL for key "%" in scope "%"', p_key, p_scope USING ERRCODE = '22004';
   END IF;
   IF v_lease IS NULL THEN
-    v_lease := idempotency._setting_interval('idempotency.default_lease', 'ms', interval '60 seconds');
+    setting := pg_catalog.current_setting('idempotency.default_lease', true);
+    IF setting IS NULL OR setting OPERATOR(pg_catalog.=) '' THEN
+      v_lease := interval '60 seconds';
+    ELSIF setting OPERATOR(pg_catalog.~) '^\s*[0-9]+\s*$' THEN  -- a bare number: the extension's unit
+      v_lease := idempotency._setting_interval('idempotency.default_lease', 'ms', interval '60 seconds');
+    ELSE
+      v_lease := setting::interval;
+    END IF;
   ELSIF v_lease OPERATOR(pg_catalog.<=) interval '0' THEN
     PERFORM idempotency._not_positive('lease', p_scope, p_key);
   END IF;
-  v_locked := idempotency._add(t_now, v_lease, 'lease', p_scope, p_key);
-  PERFORM pg_catalog.pg_advisory_xact_lock(1768187245, idempotency._lock_id(p_scope, p_key));
+  IF v_lease OPERATOR(pg_catalog.<) interval '1000 years' THEN
+    v_locked := t_now OPERATOR(pg_catalog.+) v_lease;
+  ELSE  -- may leave timestamptz's range: 22023 (an exception block, so only here)
+    v_locked := idempotency._add(t_now, v_lease, 'lease', p_scope, p_key);
+  END IF;
+  PERFORM pg_catalog.pg_advisory_xact_lock(1768187245,
+    ((pg_catalog.hashtextextended(p_key, pg_catalog.hashtext(p_scope)::bigint) OPERATOR(pg_catalog.#)
+           (pg_catalog.hashtextextended(p_key, pg_catalog.hashtext(p_scope)::bigint) OPERATOR(pg_catalog.>>) 32))
+          OPERATOR(pg_catalog.&) 4294967295 OPERATOR(pg_catalog.-) 2147483648)::integer);
   -- A NULL recovery point renews the lease and keeps the last one.
   UPDATE idempotency.keys AS k
      SET recovery_point = coalesce(p_rp, k.recovery_point), locked_until = v_locked
@@ -625,7 +653,10 @@ BEGIN
   IF p_token IS NULL THEN
     RAISE EXCEPTION 'token must not be NULL for key "%" in scope "%"', p_key, p_scope USING ERRCODE = '22004';
   END IF;
-  PERFORM pg_catalog.pg_advisory_xact_lock(1768187245, idempotency._lock_id(p_scope, p_key));
+  PERFORM pg_catalog.pg_advisory_xact_lock(1768187245,
+    ((pg_catalog.hashtextextended(p_key, pg_catalog.hashtext(p_scope)::bigint) OPERATOR(pg_catalog.#)
+           (pg_catalog.hashtextextended(p_key, pg_catalog.hashtext(p_scope)::bigint) OPERATOR(pg_catalog.>>) 32))
+          OPERATOR(pg_catalog.&) 4294967295 OPERATOR(pg_catalog.-) 2147483648)::integer);
   DELETE FROM idempotency.keys AS k
    WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key
      AND k.token OPERATOR(pg_catalog.=) p_token AND k.state OPERATOR(pg_catalog.=) 'in_progress'::idempotency.state
@@ -754,6 +785,7 @@ DECLARE
   written   boolean;
   leased    boolean := false;
   saved_timeout text;
+  setting   text;
 BEGIN
   IF p_scope IS NULL OR p_key IS NULL OR pg_catalog.octet_length(p_scope) OPERATOR(pg_catalog.=) 0
      OR pg_catalog.octet_length(p_key) OPERATOR(pg_catalog.=) 0 OR pg_catalog.octet_length(p_scope) OPERATOR(pg_catalog.>) 255
@@ -761,7 +793,14 @@ BEGIN
     PERFORM idempotency._check_key(p_scope, p_key);
   END IF;
   IF v_ttl IS NULL THEN
-    v_ttl := idempotency._setting_interval('idempotency.default_ttl', 's', interval '24 hours');
+    setting := pg_catalog.current_setting('idempotency.default_ttl', true);
+    IF setting IS NULL OR setting OPERATOR(pg_catalog.=) '' THEN
+      v_ttl := interval '24 hours';
+    ELSIF setting OPERATOR(pg_catalog.~) '^\s*[0-9]+\s*$' THEN  -- a bare number: the extension's unit
+      v_ttl := idempotency._setting_interval('idempotency.default_ttl', 's', interval '24 hours');
+    ELSE
+      v_ttl := setting::interval;
+    END IF;
   ELSIF v_ttl OPERATOR(pg_catalog.<=) interval '0' THEN
     PERFORM idempotency._not_positive('ttl', p_scope, p_key);
   END IF;
@@ -773,7 +812,11 @@ BEGIN
   IF v_wait OPERATOR(pg_catalog.>) interval '0' THEN
     wait_until := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) least(v_wait, interval '100 years');
   END IF;
-  v_expires := idempotency._add(t_now, v_ttl, 'ttl', p_scope, p_key);
+  IF v_ttl OPERATOR(pg_catalog.<) interval '1000 years' THEN
+    v_expires := t_now OPERATOR(pg_catalog.+) v_ttl;
+  ELSE  -- may leave timestamptz's range: 22023 (an exception block, so only here)
+    v_expires := idempotency._add(t_now, v_ttl, 'ttl', p_scope, p_key);
+  END IF;
 
   -- First look, read-only: a processed key answers here without a lock or an xid.
   SELECT * INTO r FROM idempotency.keys AS k
@@ -802,7 +845,9 @@ BEGIN
     -- Absent, expired or lease over: the key lock, which waits for an open
     -- transaction working on the same key.
     IF NOT locked THEN
-      lock_id := idempotency._lock_id(p_scope, p_key);
+      lock_id := ((pg_catalog.hashtextextended(p_key, pg_catalog.hashtext(p_scope)::bigint) OPERATOR(pg_catalog.#)
+           (pg_catalog.hashtextextended(p_key, pg_catalog.hashtext(p_scope)::bigint) OPERATOR(pg_catalog.>>) 32))
+          OPERATOR(pg_catalog.&) 4294967295 OPERATOR(pg_catalog.-) 2147483648)::integer;
       locked := pg_catalog.pg_try_advisory_xact_lock(1768187245, lock_id);
       IF NOT locked AND wait_until IS NOT NULL THEN
         left_ms := greatest(1, pg_catalog.ceil(pg_catalog.date_part('epoch',
@@ -825,7 +870,9 @@ BEGIN
       INSERT INTO idempotency.keys AS k (scope, key, fingerprint, state, token, attempt, recovery_point,
                                          locked_until, created_at, completed_at, expires_at,
                                          response_status, response_headers, response_body)
-      VALUES (p_scope, p_key, NULL, 'completed'::idempotency.state, idempotency._new_token(), 1, NULL,
+      VALUES (p_scope, p_key, NULL, 'completed'::idempotency.state, greatest(1, ('x' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.substr(
+                 pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 8), 'hex'))::bit(64)::bigint
+               OPERATOR(pg_catalog.&) 9223372036854775807), 1, NULL,
               NULL, t_now, t_now, v_expires, NULL, NULL, NULL)
       ON CONFLICT (scope, key) DO NOTHING;
       written := FOUND;
@@ -839,9 +886,16 @@ BEGIN
       END IF;
       saved_timeout := pg_catalog.current_setting('lock_timeout');
       BEGIN
-        PERFORM pg_catalog.set_config('lock_timeout', left_ms::text, true);
+        IF wait_until IS NULL THEN  -- no wait: never block, not even for a moment
+          PERFORM FROM idempotency.keys AS k
+            WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key FOR UPDATE NOWAIT;
+        ELSE
+          PERFORM pg_catalog.set_config('lock_timeout', left_ms::text, true);
+        END IF;
         UPDATE idempotency.keys AS k SET
-               fingerprint = NULL, state = 'completed'::idempotency.state, token = idempotency._new_token(),
+               fingerprint = NULL, state = 'completed'::idempotency.state, token = greatest(1, ('x' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.substr(
+                 pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 8), 'hex'))::bit(64)::bigint
+               OPERATOR(pg_catalog.&) 9223372036854775807),
                attempt = CASE WHEN k.expires_at OPERATOR(pg_catalog.<=) t_now THEN 1
                               ELSE k.attempt OPERATOR(pg_catalog.+) 1 END,
                recovery_point = CASE WHEN k.expires_at OPERATOR(pg_catalog.<=) t_now THEN NULL ELSE k.recovery_point END,
