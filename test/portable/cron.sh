@@ -43,4 +43,13 @@ check "a leased in_progress key and a live key stay" "leased live" \
 check "the job ran as $OWNER and succeeded" "$OWNER succeeded" \
   "$(sql $DB -c "SELECT j.username || ' ' || d.status FROM cron.job_run_details d JOIN cron.job j USING (jobid) ORDER BY d.start_time LIMIT 1")"
 sql $DB -U "$OWNER" -c "SELECT cron.unschedule('idempotency-sweep')" >/dev/null
+
+# Without the library the settings are placeholders: same names, defaults and units.
+check "settings as placeholders (defaults; '2h'; a bare number of ms; max_response_size)" \
+  "1 day 00:01:00|02:00:00 00:00:01.5|54000" \
+  "$(sql $DB -c "SELECT (expires_at - now()) || ' ' || (locked_until - now()) FROM idempotency.claim('cron', 'defaults')")|$(sql $DB \
+     -c "SET idempotency.default_ttl = '2h'" -c "SET idempotency.default_lease = 1500" \
+     -c "SELECT (expires_at - now()) || ' ' || (locked_until - now()) FROM idempotency.claim('cron', 'set')")|$(sql $DB \
+     -c "SET idempotency.max_response_size = 10" -c "\set VERBOSITY sqlstate" -c "\set ON_ERROR_STOP off" \
+     -c "SELECT idempotency.finish('cron', 'set', token, 200, 'eleven byte') FROM idempotency.keys WHERE key = 'set'" 2>&1 | sed 's/^ERROR:  //')"
 [ $FAILURES -eq 0 ]
