@@ -14,6 +14,7 @@ DEB_PACKAGES=(
   libipc-run-perl libgtest-dev libgmock-dev libbenchmark-dev libpqxx-dev
   libcpp-httplib-dev nlohmann-json3-dev curl gnuplot-nox valgrind
   redis-server libhiredis-dev
+  python3 patch
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
