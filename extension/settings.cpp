@@ -11,7 +11,7 @@ bool sweeper_enabled = true;
 int sweep_interval_ms = 60 * 1000;
 int sweep_batch_size = 10000;
 int max_sweepers = 2;
-double sweep_throttle = 4.0;
+double sweep_throttle = 1.0;
 }  // namespace
 
 void Init() {
@@ -40,8 +40,9 @@ void Init() {
                           "takes one background-worker slot more).",
                           nullptr, &max_sweepers, max_sweepers, 1, 64, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomRealVariable("idempotency.sweep_throttle",
-                           "After each sweep transaction the sweeper sleeps this many times as long as the "
-                           "transaction took (0: no pause), so it never takes more than 1/(1 + this) of a core.",
+                           "How much the sweeper yields: after each short sweep transaction it sleeps this many "
+                           "times as long as the transaction took, so it uses at most 1/(1 + this) of a core "
+                           "(0: full batches back to back).",
                            nullptr, &sweep_throttle, sweep_throttle, 0.0, 100.0, PGC_SIGHUP, 0, nullptr, nullptr,
                            nullptr);
   MarkGUCPrefixReserved("idempotency");

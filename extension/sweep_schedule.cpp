@@ -49,10 +49,4 @@ Micros NextDue(const Database* dbs, int count, Micros now, Micros interval) {
   return next;
 }
 
-Micros PauseAfter(Micros elapsed, double throttle) {
-  if (elapsed <= 0 || throttle <= 0) return 0;
-  const double pause = static_cast<double>(elapsed) * throttle;
-  return static_cast<Micros>(std::min(pause, 1e6));
-}
-
 }  // namespace pgi::sweeper::schedule

@@ -53,8 +53,4 @@ Micros NextDue(const Database* dbs, int count, Micros now, Micros interval);
 // How long a turn may sweep while another database waits for a worker.
 inline Micros TurnBudget(Micros interval) { return interval / 2; }
 
-// The pause after a sweep transaction that took `elapsed`: the sweeper works
-// at most 1 / (1 + throttle) of the time, at most one second at a time.
-Micros PauseAfter(Micros elapsed, double throttle);
-
 }  // namespace pgi::sweeper::schedule

@@ -2,8 +2,9 @@
 // (see sweeper.cpp). It deletes expired keys in transactions of at most
 // sweep_batch_size rows through store::SweepExpired (SKIP LOCKED: it never
 // waits for a claim, and a claim never waits for more than one batch of it)
-// until a batch comes back short, pausing after each batch in proportion to
-// its time (idempotency.sweep_throttle). A turn that has used its budget
+// until a batch comes back short, yielding to the claims beside it (short
+// batches, each followed by a pause in proportion to its time:
+// idempotency.sweep_throttle, see sweep_pacing.hpp). A turn that has used its budget
 // (sweep_interval / 2) while another database waits for a worker stops early
 // and tells the launcher that keys are left, so the database gets another
 // turn soon. Then the worker reports in shared memory and exits.
@@ -21,6 +22,7 @@
 #include "settings.hpp"
 #include "stats.hpp"
 #include "store.hpp"
+#include "sweep_pacing.hpp"
 #include "sweep_schedule.hpp"
 #include "sweeper_shared.hpp"
 
@@ -147,13 +149,18 @@ void Pause(int64 us) {
 PassResult SweepPass(TimestampTz start) noexcept {
   PassResult result{PassEnd::Done, 0, 0};
   char message[1024] = "";
+  int64 limit = 0;  // rows asked of the last batch
+  int64 last_deleted = 0;
+  int64 last_elapsed = 0;
   try {
     for (;;) {
       if (ConfigReloadPending) {
         ConfigReloadPending = false;
         PgCall([] { ProcessConfigFile(PGC_SIGHUP); });
       }
-      const int64 limit = settings::SweeperEnabled() ? settings::SweepBatchSize() : 0;
+      limit = settings::SweeperEnabled() ? pacing::NextLimit(limit, last_deleted, last_elapsed, settings::SweepBatchSize(),
+                                                             settings::SweepThrottle())
+                                         : 0;
       const TimestampTz batch_start = GetCurrentTimestamp();
       const int64 deleted = SweepTransaction(limit);
       if (deleted < 0) {
@@ -170,13 +177,15 @@ PassResult SweepPass(TimestampTz start) noexcept {
       PgCall([last] { pgstat_report_stat(last); });
       if (last) break;
       const TimestampTz now = GetCurrentTimestamp();
+      last_deleted = deleted;
+      last_elapsed = now - batch_start;
       const int64 budget = schedule::TurnBudget(static_cast<int64>(settings::SweepIntervalMs()) * 1000);
       if (now - start >= budget && OthersWaiting()) {
         PgCall([] { pgstat_report_stat(true); });
         result.end = PassEnd::MoreLeft;
         break;
       }
-      Pause(schedule::PauseAfter(now - batch_start, settings::SweepThrottle()));
+      Pause(pacing::PauseAfter(last_elapsed, settings::SweepThrottle()));
     }
   } catch (const PgError& e) {
     snprintf(message, sizeof message, "%s", e.what());

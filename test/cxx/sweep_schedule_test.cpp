@@ -1,6 +1,8 @@
 // Unit tests of the sweeper launcher's schedule (extension/sweep_schedule.cpp):
-// which database gets the next worker, and the pause after a batch. The TAP
+// which database gets the next worker; and of a worker's pacing
+// (extension/sweep_pacing.cpp): batch sizes and the pause after a batch. The TAP
 // tests (test/t/001, 004) cover the same rules end to end.
+#include "sweep_pacing.hpp"
 #include "sweep_schedule.hpp"
 
 #include <gtest/gtest.h>
@@ -111,11 +113,32 @@ TEST(SweepSchedule, EveryDatabaseGetsATurnWithinTheBound) {
     for (int m : {1, 2, 3, 5}) CheckBound(n, m, kInterval);
 }
 
-TEST(SweepSchedule, PauseIsProportionalToTheWorkAndCapped) {
+TEST(SweepPacing, PauseIsProportionalToTheWorkAndCapped) {
+  using pgi::sweeper::pacing::PauseAfter;
   EXPECT_EQ(PauseAfter(10'000, 0), 0);
   EXPECT_EQ(PauseAfter(10'000, 2.0), 20'000);
   EXPECT_EQ(PauseAfter(0, 2.0), 0);
   EXPECT_EQ(PauseAfter(10 * kSecond, 2.0), kSecond);
+}
+
+TEST(SweepPacing, BatchesAimAtAShortSliceNeverAboveTheBatchSize) {
+  using namespace pgi::sweeper::pacing;
+  EXPECT_EQ(NextLimit(0, 0, 0, 10000, 0), 10000) << "unpaced: full batches";
+  EXPECT_EQ(NextLimit(0, 0, 0, 10000, 1.0), kFirstLimit);
+  EXPECT_EQ(NextLimit(0, 0, 0, 70, 1.0), 70);
+  // 500 rows in 1 ms: 2500 fit in 5 ms; halfway there.
+  EXPECT_EQ(NextLimit(500, 500, 1000, 10000, 1.0), 1500);
+  // Converges on the slice and stays under sweep_batch_size.
+  std::int64_t limit = kFirstLimit;
+  for (int i = 0; i < 20; i++) limit = NextLimit(limit, limit, limit * 2, 10000, 1.0);  // 2 us a row
+  EXPECT_NEAR(static_cast<double>(limit), 2500.0, 5.0);
+  for (int i = 0; i < 20; i++) limit = NextLimit(limit, limit, limit / 10, 10000, 1.0);  // fast rows
+  EXPECT_EQ(limit, 10000);
+  // A very slow batch shrinks the next, never below the floor.
+  for (int i = 0; i < 20; i++) limit = NextLimit(limit, limit, limit * 1000, 10000, 1.0);
+  EXPECT_EQ(limit, kMinLimit);
+  // A short batch (the last one) keeps the limit.
+  EXPECT_EQ(NextLimit(800, 0, 300, 10000, 1.0), 800);
 }
 
 }  // namespace
