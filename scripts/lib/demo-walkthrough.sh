@@ -58,6 +58,30 @@ echo "  ... the lease is over: the next worker takes over and resumes from the r
 show "SELECT outcome, attempt, recovery_point FROM idempotency.claim('jobs', 'export-7');"
 show "SELECT idempotency.finish('jobs', 'export-7', (idempotency.lookup('jobs', 'export-7')).token, 200, 'exported');"
 
+step "A queue delivers a message more than once: once() applies it once (scripts/demo --consumer: Redis Streams)"
+show "CREATE TABLE ledger (business_id text NOT NULL, amount int NOT NULL);"
+CONSUME_SQL="BEGIN;
+SELECT idempotency.once('consumer:payments', 'pay-000042') AS first \\gset
+\\if :ERROR
+  \\echo delivery :delivery: 55P03, another consumer holds it: not acknowledged, the broker delivers it again later
+  ROLLBACK;
+\\else
+  \\if :first
+    INSERT INTO ledger VALUES ('pay-000042', 4200);
+    SELECT pg_sleep(:hold) AS slept \\gset
+    \\echo delivery :delivery: once() = true, applied, then acknowledged after COMMIT
+  \\else
+    \\echo delivery :delivery: once() = false, already applied: acknowledged, nothing done
+  \\endif
+  COMMIT;
+\\endif"
+psql -X -q -v delivery=1 -v hold=1 <<<"$CONSUME_SQL" 2>&1 | sed 's/^/  /' &
+sleep 0.3
+psql -X -q -v delivery=2 -v hold=0 <<<"$CONSUME_SQL" 2>&1 | grep -v '^DETAIL\|^HINT' | sed 's/^/  /'
+wait
+psql -X -q -v delivery=3 -v hold=0 <<<"$CONSUME_SQL" 2>&1 | sed 's/^/  /'
+show "SELECT count(*) AS ledger_rows FROM ledger;"
+
 step "Keys expire after their ttl and the background sweeper removes them"
 show "SELECT outcome FROM idempotency.claim('user:42', 'short-lived', ttl => '1 second', lease => '1 second');"
 show "SELECT count(*) AS stored FROM idempotency.keys WHERE key = 'short-lived';"
@@ -68,4 +92,4 @@ done
 show "SELECT count(*) AS stored_after_sweep FROM idempotency.keys WHERE key = 'short-lived';"
 show "SELECT claims, replays, in_progress, mismatches, takeovers, finishes, swept FROM idempotency.stats;"
 echo
-echo "Done: one payment for two concurrent requests, a replay, a mismatch, a takeover and a sweep."
+echo "Done: one payment for two concurrent requests, a replay, a mismatch, a takeover, a message applied once and a sweep."
