@@ -76,7 +76,7 @@ consumer_scenario() {
   local c2=$!
   # (in a subshell whose stderr is closed, so that the shell's "Killed"
   # notice for c3's SIGKILL stays out of the output; c3.log has its own line)
-  { "${consume[@]}" --name c3 --crash-after-commit $((count / 8 > 0 ? count / 8 : 1)) >"$logs/c3.log" 2>&1; } 2>/dev/null &
+  { "${consume[@]}" --name c3 --crash-after-commit $((count / 20 > 0 ? count / 20 : 1)) >"$logs/c3.log" 2>&1; } 2>/dev/null &
   local c3=$!
   _scenario_pids+=("$c1" "$c2" "$c3")
 
