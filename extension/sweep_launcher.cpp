@@ -185,9 +185,13 @@ bool TakeWakeups(TimestampTz now) {
     }
   const bool reprobe = now >= next_reprobe;
   if (reprobe) next_reprobe = now + kReprobeUs;
-  if (overflow || reprobe)
-    for (int i = 0; i < db_count; i++)
-      if (dbs[i].known == sched::Known::Absent) dbs[i].woken = true;
+  // Lost wakeups count as news; the periodic re-probe does not jump the
+  // queue (its databases wait their turn like the others).
+  for (int i = 0; i < db_count; i++) {
+    if (dbs[i].known != sched::Known::Absent) continue;
+    if (overflow) dbs[i].woken = true;
+    if (reprobe) dbs[i].known = sched::Known::Unknown;
+  }
   return wake_count > 0 || overflow;
 }
 
