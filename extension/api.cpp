@@ -8,6 +8,7 @@
 #include "boundary.hpp"
 #include "claim_result.hpp"
 #include "decide.hpp"
+#include "direct_read.hpp"
 #include "key_lock.hpp"
 #include "settings.hpp"
 #include "standby.hpp"
@@ -126,11 +127,35 @@ void Count(Outcome outcome, int32 attempt) {
 claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, TimestampTz now, TimestampTz expires_at,
                                  TimestampTz locked_until, const store::KeyRow& seen, TimestampTz wait_until) {
   store::KeyRow row = seen;
+  // The first look saw no row, under the statement's snapshot. A holder may
+  // have committed one since (and ended, or we would not hold the key lock):
+  // a dirty probe sees it, and then the row decides as below. When the probe
+  // finds nothing, nobody can add one while we hold the key lock, and the new
+  // key is a plain INSERT (no speculative insertion).
+  bool absent = false;
+  if (!row.found) {
+    switch (direct_read::Probe(key)) {
+      case direct_read::Presence::Absent:
+        absent = true;
+        break;
+      case direct_read::Presence::Present: {
+        row = store::Read(key);
+        const auto verdict = decide::Judge(AsDecideRow(row, fingerprint), now);
+        if (verdict != decide::Verdict::Acquire) return Answer(verdict, row, now);
+        break;
+      }
+      case direct_read::Presence::Unknown:
+        break;
+    }
+  }
   for (int attempt = 0; attempt < kClaimAttempts; attempt++) {
     const int64 left_us = wait_until == 0 ? 0 : std::max<int64>(0, wait_until - GetCurrentTimestamp());
     const int row_wait_ms = static_cast<int>(std::min<int64>(left_us / 1000, INT_MAX));
     const store::NewClaim claim{fingerprint, token::New(), now, expires_at, locked_until};
-    const store::ClaimedRow claimed = row.found ? store::TakeOver(key, claim, row_wait_ms) : store::Insert(key, claim);
+    const store::ClaimedRow claimed = row.found ? store::TakeOver(key, claim, row_wait_ms)
+                                      : absent  ? store::InsertAbsent(key, claim)
+                                                : store::Insert(key, claim);
+    absent = false;  // a second round knows nothing of the sort
     if (claimed.timed_out) return InProgressOf(row, now);
     if (claimed.claimed) {
       auto fields = NoFields(Outcome::Claimed);
@@ -169,22 +194,31 @@ Datum Claim(FunctionCallInfo fcinfo) {
   const TimestampTz locked_until = args::AddInterval(now, lease, "lease", key);
   MemoryContext caller_context = CurrentMemoryContext;
 
-  store::Connect();
   // First look, read-only: replays and mismatches answer here without a lock,
-  // a row lock, an xid or WAL.
-  const store::KeyRow seen = store::Read(key, /*statement_snapshot=*/true);
+  // a row lock, an xid or WAL; where it is safe, without SPI at all (a direct
+  // primary-key probe, direct_read.hpp). SPI is connected only when needed.
+  bool connected = false;
+  store::KeyRow seen{};
+  if (!direct_read::Read(key, &seen)) {
+    store::Connect();
+    connected = true;
+    seen = store::Read(key, /*statement_snapshot=*/true, /*try_direct=*/false);
+  }
   const auto verdict = decide::Judge(AsDecideRow(seen, fingerprint), now);
   claim_result::Fields fields;
   // Only a claim that must write refuses on a hot standby, before the key lock.
   if (verdict == decide::Verdict::Acquire) standby::RequirePrimary("claim", &key, kClaimWritesDetail);
-  if (verdict != decide::Verdict::Acquire)
+  if (verdict != decide::Verdict::Acquire) {
     fields = Answer(verdict, seen, now);
-  else if (!key_lock::TryAcquire(key, wait_us))
+  } else if (!key_lock::TryAcquire(key, wait_us)) {
     fields = InProgressOf(seen, now);  // another open transaction is on it
-  else
+  } else {
+    if (!connected) store::Connect();
+    connected = true;
     fields = ClaimLocked(key, fingerprint, now, expires_at, locked_until, seen, wait_until);
+  }
   const Datum result = claim_result::Build(fcinfo, fields, caller_context);
-  store::Disconnect();
+  if (connected) store::Disconnect();
   Count(fields.outcome, fields.attempt);
   return result;
 }
@@ -298,9 +332,12 @@ Datum Release(FunctionCallInfo fcinfo) {
 Datum Lookup(FunctionCallInfo fcinfo) {
   const args::KeyRef key = args::Key(fcinfo);
   MemoryContext caller_context = CurrentMemoryContext;
-  store::Connect();
-  const Datum row = store::LookupLive(key, Now(), caller_context);
-  store::Disconnect();
+  Datum row = 0;
+  if (!direct_read::LookupLive(key, Now(), caller_context, &row)) {  // SPI only where a direct probe is not safe
+    store::Connect();
+    row = store::LookupLive(key, Now(), caller_context);
+    store::Disconnect();
+  }
   if (row == 0) PG_RETURN_NULL();
   return row;
 }

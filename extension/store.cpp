@@ -5,6 +5,7 @@
 
 #include "boundary.hpp"
 #include "bounded_wait.hpp"
+#include "direct_read.hpp"
 #include "pg_headers.hpp"
 
 namespace pgi::store {
@@ -30,6 +31,7 @@ enum class Statement : std::size_t {
   Sweep,
   InsertCompleted,
   TakeOverCompleted,
+  InsertAbsent,
   kCount
 };
 
@@ -134,6 +136,14 @@ const StatementText kStatements[] = {
      " RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until",
      7,
      {TEXTOID, TEXTOID, BYTEAOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}},
+    // InsertAbsent: Insert's parameters; the key is known to be absent (see
+    // store.hpp), so no ON CONFLICT clause.
+    {"INSERT INTO idempotency.keys AS k (scope, key, fingerprint, state, token, attempt, recovery_point,"
+     " locked_until, created_at, completed_at, expires_at, response_status, response_headers, response_body)"
+     " VALUES ($1, $2, $3, " IN_PROGRESS ", $4, 1, NULL, $7, $5, NULL, $6, NULL, NULL, NULL)"
+     " RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until",
+     7,
+     {TEXTOID, TEXTOID, BYTEAOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}},
 };
 static_assert(sizeof kStatements / sizeof kStatements[0] == static_cast<std::size_t>(Statement::kCount));
 
@@ -177,7 +187,9 @@ void Disconnect() {
   PgCall([] { SPI_finish(); });
 }
 
-KeyRow Read(const args::KeyRef& key, bool statement_snapshot) {
+KeyRow Read(const args::KeyRef& key, bool statement_snapshot, bool try_direct) {
+  KeyRow direct{};
+  if (statement_snapshot && try_direct && direct_read::Read(key, &direct)) return direct;
   return PgCall([&] {
     KeyRow row{};
     Datum values[] = {PointerGetDatum(key.scope), PointerGetDatum(key.key)};
@@ -244,6 +256,10 @@ ClaimedRow WriteClaim(Statement which, const args::KeyRef& key, const NewClaim& 
 
 ClaimedRow Insert(const args::KeyRef& key, const NewClaim& claim) {
   return WriteClaim(Statement::Insert, key, claim, -1);
+}
+
+ClaimedRow InsertAbsent(const args::KeyRef& key, const NewClaim& claim) {
+  return WriteClaim(Statement::InsertAbsent, key, claim, -1);
 }
 
 ClaimedRow TakeOver(const args::KeyRef& key, const NewClaim& claim, int row_wait_ms) {

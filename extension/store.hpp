@@ -61,11 +61,20 @@ void Disconnect();
 
 // The key's row whatever its state or expiry; found = false when none is visible.
 // statement_snapshot: read under the calling statement's snapshot (no new
-// snapshot; claim's first look) instead of what is committed now.
-KeyRow Read(const args::KeyRef& key, bool statement_snapshot = false);
+// snapshot; claim's first look) instead of what is committed now; such a read
+// is a direct primary-key probe where that is safe (direct_read.hpp) unless
+// try_direct is false (the caller tried already).
+KeyRow Read(const args::KeyRef& key, bool statement_snapshot = false, bool try_direct = true);
 
 // Inserts a new key. claimed = false when a row turned out to be there.
 ClaimedRow Insert(const args::KeyRef& key, const NewClaim& claim);
+
+// Inserts a key known to be absent: the key lock is held and a dirty probe
+// found no row, committed or in progress (direct_read::Probe). A plain INSERT,
+// without ON CONFLICT's speculative insertion (its lock, its second index
+// probe and its confirmation WAL record). Every writer that creates a key
+// (claim, once) holds the key lock, so none can come in between.
+ClaimedRow InsertAbsent(const args::KeyRef& key, const NewClaim& claim);
 
 // Takes the existing row: re-used afresh when expired, taken over when
 // in_progress with its lease over (fingerprint permitting). claimed = false
