@@ -88,6 +88,30 @@ class Error : public std::runtime_error {
   std::string sqlstate_;
 };
 
+// How a Client talks to the server (members may be added).
+struct ClientOptions {
+  // Behind a transaction pooler (PgBouncer pool_mode = transaction, RDS Proxy,
+  // Supavisor, ...) consecutive transactions may run on different server
+  // connections, so nothing may be kept on a connection between transactions.
+  // true: every call is one unnamed extended-protocol statement (parse, bind
+  // and execute in the same round trip, with binary parameters), nothing is
+  // prepared. false (the default, fastest on a direct connection or a session
+  // pooler): named statements prepared once per connection.
+  bool pooler = false;
+  // In prepared mode: a named statement that the server does not know (26000)
+  // or already knows (42P05) means a pooler is moving this Client between server
+  // connections; the Client then switches to pooler mode for good. The failed
+  // call is retried only where nothing else can have run since the failure
+  // began: a statement outside any transaction, or execute()'s claim right
+  // after its own BEGIN/SAVEPOINT (the handler has not run). Anything else
+  // throws the Error (the caller's transaction has failed).
+  bool detect_pooler = true;
+  // execute() sends BEGIN + claim in one round trip and finish + COMMIT in
+  // another (libpq pipeline mode, libpq >= 14), in both modes; false (or a
+  // libpq without pipelining) sends each statement on its own.
+  bool pipeline = true;
+};
+
 // The handler of execute(): runs inside the transaction that holds the key,
 // on this connection, so its writes commit or roll back with the key.
 using Handler = std::function<Response(PGconn*)>;
@@ -105,6 +129,8 @@ class Client {
  public:
   explicit Client(const std::string& conninfo);  // owns its connection
   explicit Client(PGconn* borrowed);             // joins the caller's transaction
+  Client(const std::string& conninfo, const ClientOptions& options);
+  Client(PGconn* borrowed, const ClientOptions& options);
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -163,12 +189,17 @@ class Client {
 
   PGconn* connection() const noexcept { return conn_; }
   bool owns_connection() const noexcept { return owned_; }
+  const ClientOptions& options() const noexcept { return options_; }
+  // Whether calls go out as unnamed statements (options().pooler, or a pooler
+  // was detected).
+  bool pooler_mode() const noexcept { return options_.pooler; }
 
  private:
   PGconn* conn_ = nullptr;
   bool owned_ = false;
   bool checked_existing_ = false;  // borrowed: looked in pg_prepared_statements
   unsigned prepared_ = 0;          // bit i: statement i is prepared on conn_
+  ClientOptions options_;
   friend struct Detail;
   ClaimResult claim_impl(std::string_view scope, std::string_view key, const ClaimOptions&,
                          const std::string_view* request_json);
