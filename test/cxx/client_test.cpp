@@ -28,6 +28,21 @@ std::string db_name() {
 }
 std::string conninfo() { return "dbname=" + db_name(); }
 
+// IDEMPOTENCY_TEST_POOLER=1 builds every Client in pooler mode (scripts/suites/
+// 80-pooler.sh runs the suite so, through PgBouncer in transaction mode);
+// IDEMPOTENCY_TEST_PIPELINE=0 turns execute()'s pipelining off.
+bool pooled() {
+  const char* e = std::getenv("IDEMPOTENCY_TEST_POOLER");
+  return e != nullptr && std::string(e) == "1";
+}
+ClientOptions test_options() {
+  ClientOptions o;
+  o.pooler = pooled();
+  const char* p = std::getenv("IDEMPOTENCY_TEST_PIPELINE");
+  if (p != nullptr && std::string(p) == "0") o.pipeline = false;
+  return o;
+}
+
 // A raw libpq connection for set-up and for playing "the caller".
 class Conn {
  public:
@@ -133,7 +148,7 @@ Response note_handler_response(PGconn* conn, const std::string& scope, const std
 // ---- outcomes ---------------------------------------------------------------
 
 TEST(Claim, FreshKeyIsClaimed) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   const auto before = Clock::now();
   ClaimResult r = c.claim(s, "k", {std::nullopt, 1h, 30s, std::nullopt});
@@ -154,7 +169,7 @@ TEST(Claim, FreshKeyIsClaimed) {
 }
 
 TEST(Claim, CompletedKeyReplaysStoredResponse) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   ClaimResult r = c.claim(s, "k");
   ASSERT_TRUE(r.claimed());
@@ -174,7 +189,7 @@ TEST(Claim, CompletedKeyReplaysStoredResponse) {
 }
 
 TEST(Claim, NullHeadersAndEmptyBodyRoundTrip) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   auto r = c.claim(s, "k");
   c.finish(s, "k", *r.token, {204, "", ""});
@@ -187,8 +202,8 @@ TEST(Claim, NullHeadersAndEmptyBodyRoundTrip) {
 
 TEST(Claim, KeyHeldByOpenTransactionIsInProgressAtOnce) {
   Conn holder;
-  Client borrowed(holder.get());
-  Client other(conninfo());
+  Client borrowed(holder.get(), test_options());
+  Client other(conninfo(), test_options());
   const auto s = unique_scope();
   holder.exec("BEGIN");
   ASSERT_TRUE(borrowed.claim(s, "k").claimed());
@@ -203,7 +218,7 @@ TEST(Claim, KeyHeldByOpenTransactionIsInProgressAtOnce) {
 
 TEST(Claim, WaitSeesTheHolderFinishAndReplays) {
   Conn holder;
-  Client borrowed(holder.get());
+  Client borrowed(holder.get(), test_options());
   const auto s = unique_scope();
   holder.exec("BEGIN");
   auto mine = borrowed.claim(s, "k");
@@ -213,7 +228,7 @@ TEST(Claim, WaitSeesTheHolderFinishAndReplays) {
     borrowed.finish(s, "k", *mine.token, {200, "done", ""});
     holder.exec("COMMIT");
   });
-  Client other(conninfo());
+  Client other(conninfo(), test_options());
   const auto t0 = std::chrono::steady_clock::now();
   ClaimResult r = other.claim(s, "k", {std::nullopt, std::nullopt, std::nullopt, 10s});
   const auto waited = std::chrono::steady_clock::now() - t0;
@@ -227,7 +242,7 @@ TEST(Claim, WaitSeesTheHolderFinishAndReplays) {
 
 TEST(Claim, WaitSeesTheHolderRollBackAndClaims) {
   Conn holder;
-  Client borrowed(holder.get());
+  Client borrowed(holder.get(), test_options());
   const auto s = unique_scope();
   holder.exec("BEGIN");
   ASSERT_TRUE(borrowed.claim(s, "k").claimed());
@@ -235,7 +250,7 @@ TEST(Claim, WaitSeesTheHolderRollBackAndClaims) {
     std::this_thread::sleep_for(300ms);
     holder.exec("ROLLBACK");
   });
-  Client other(conninfo());
+  Client other(conninfo(), test_options());
   ClaimResult r = other.claim(s, "k", {std::nullopt, std::nullopt, std::nullopt, 10s});
   t.join();
   EXPECT_EQ(r.outcome, Outcome::Claimed);
@@ -244,11 +259,11 @@ TEST(Claim, WaitSeesTheHolderRollBackAndClaims) {
 
 TEST(Claim, WaitGivesUpAfterWait) {
   Conn holder;
-  Client borrowed(holder.get());
+  Client borrowed(holder.get(), test_options());
   const auto s = unique_scope();
   holder.exec("BEGIN");
   ASSERT_TRUE(borrowed.claim(s, "k").claimed());
-  Client other(conninfo());
+  Client other(conninfo(), test_options());
   const auto t0 = std::chrono::steady_clock::now();
   ClaimResult r = other.claim(s, "k", {std::nullopt, std::nullopt, std::nullopt, 300ms});
   const auto waited = std::chrono::steady_clock::now() - t0;
@@ -259,11 +274,11 @@ TEST(Claim, WaitGivesUpAfterWait) {
 }
 
 TEST(Claim, CommittedInProgressWithLeaseRunningIsInProgress) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   auto first = c.claim(s, "k", {std::nullopt, std::nullopt, 60s, std::nullopt});  // autocommit
   ASSERT_TRUE(first.claimed());
-  Client other(conninfo());
+  Client other(conninfo(), test_options());
   auto r = other.claim(s, "k");
   EXPECT_EQ(r.outcome, Outcome::InProgress);
   EXPECT_FALSE(r.token.has_value());
@@ -273,14 +288,14 @@ TEST(Claim, CommittedInProgressWithLeaseRunningIsInProgress) {
 }
 
 TEST(Claim, ExpiredLeaseIsTakenOverWithRecoveryPoint) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   auto first = c.claim(s, "k", {std::nullopt, std::nullopt, 300ms, std::nullopt});
   ASSERT_TRUE(first.claimed());
   auto until = c.checkpoint(s, "k", *first.token, "charged-card", 300ms);
   EXPECT_GT(until, Clock::now() - 5s);
   std::this_thread::sleep_for(900ms);
-  Client other(conninfo());
+  Client other(conninfo(), test_options());
   auto second = other.claim(s, "k");
   ASSERT_EQ(second.outcome, Outcome::Claimed);
   EXPECT_EQ(second.attempt, 2);
@@ -299,7 +314,7 @@ TEST(Claim, ExpiredLeaseIsTakenOverWithRecoveryPoint) {
 }
 
 TEST(Claim, SlowHolderMayFinishWhileNobodyTookOver) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   auto first = c.claim(s, "k", {std::nullopt, std::nullopt, 200ms, std::nullopt});
   std::this_thread::sleep_for(500ms);
@@ -308,7 +323,7 @@ TEST(Claim, SlowHolderMayFinishWhileNobodyTookOver) {
 }
 
 TEST(Claim, MismatchTakesPrecedenceAndReturnsNothingStored) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   ClaimOptions a{std::string("fingerprint-A"), std::nullopt, std::nullopt, std::nullopt};
   ClaimOptions b{std::string("fingerprint-B"), std::nullopt, std::nullopt, std::nullopt};
@@ -330,7 +345,7 @@ TEST(Claim, MismatchTakesPrecedenceAndReturnsNothingStored) {
 }
 
 TEST(Claim, ExpiredKeyIsClaimedAfresh) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   auto first = c.claim(s, "k", {std::nullopt, 300ms, std::nullopt, std::nullopt});
   c.finish(s, "k", *first.token, {200, "old", ""});
@@ -343,7 +358,7 @@ TEST(Claim, ExpiredKeyIsClaimedAfresh) {
 }
 
 TEST(Claim, ExpiredInProgressTokenCannotFinish) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   auto first = c.claim(s, "k", {std::nullopt, 300ms, 100ms, std::nullopt});
   std::this_thread::sleep_for(700ms);
@@ -352,7 +367,7 @@ TEST(Claim, ExpiredInProgressTokenCannotFinish) {
 
 TEST(Claim, RepeatableReadRaceIsSerializationFailureOrNoSecondWinner) {
   Conn a, b;
-  Client ca(a.get()), cb(b.get());
+  Client ca(a.get(), test_options()), cb(b.get());
   const auto s = unique_scope();
   a.exec("BEGIN ISOLATION LEVEL REPEATABLE READ");
   a.exec("SELECT 1");  // a's snapshot is taken before b's claim commits
@@ -376,7 +391,7 @@ TEST(Claim, RepeatableReadRaceIsSerializationFailureOrNoSecondWinner) {
 // ---- finish / checkpoint / release / lookup / sweep / fingerprint ------------
 
 TEST(Finish, RepeatedSameResponseIsFalseDifferentIsIK002) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   auto r = c.claim(s, "k");
   Response resp{201, bytes_0_to_255(300), R"({"A": "1"})"};
@@ -392,7 +407,7 @@ TEST(Finish, RepeatedSameResponseIsFalseDifferentIsIK002) {
 }
 
 TEST(Finish, UnknownKeyOrWrongTokenIsIK001) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   EXPECT_SQLSTATE(c.finish(s, "nope", 12345, {200, "", ""}), "IK001");
   auto r = c.claim(s, "k");
@@ -402,7 +417,7 @@ TEST(Finish, UnknownKeyOrWrongTokenIsIK001) {
 }
 
 TEST(Checkpoint, RenewsLeaseAndKeepsRecoveryPoint) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   auto r = c.claim(s, "k", {std::nullopt, std::nullopt, 1s, std::nullopt});
   auto until = c.checkpoint(s, "k", *r.token, "step-1", 60s);
@@ -420,7 +435,7 @@ TEST(Checkpoint, RenewsLeaseAndKeepsRecoveryPoint) {
 }
 
 TEST(Release, GivesTheKeyBack) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   auto r = c.claim(s, "k");
   EXPECT_SQLSTATE(c.release(s, "k", *r.token + 1), "IK001");
@@ -432,7 +447,7 @@ TEST(Release, GivesTheKeyBack) {
 }
 
 TEST(Lookup, ReturnsTheRowOrNothing) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   EXPECT_FALSE(c.lookup(s, "k").has_value());
   const std::string fp(32, '\x07');
@@ -462,7 +477,7 @@ TEST(Lookup, ReturnsTheRowOrNothing) {
 }
 
 TEST(Sweep, DeletesExpiredRowsButNotRunningLeases) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   Conn raw;
   const auto s = unique_scope();
   auto done = c.claim(s, "done", {std::nullopt, 200ms, std::nullopt, std::nullopt});
@@ -478,7 +493,7 @@ TEST(Sweep, DeletesExpiredRowsButNotRunningLeases) {
 }
 
 TEST(Fingerprint, CanonicalJsonDigest) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto a = c.fingerprint(R"({"amount": 100, "currency": "EUR"})");
   const auto b = c.fingerprint("{ \"currency\":\"EUR\",\n \"amount\":100 }");
   EXPECT_EQ(a.size(), 32u);
@@ -506,7 +521,7 @@ TEST(Fingerprint, CanonicalJsonDigest) {
 // ---- argument errors ---------------------------------------------------------
 
 TEST(Errors, InvalidArgumentsAre22023) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   EXPECT_SQLSTATE(c.claim("", "k"), "22023");
   EXPECT_SQLSTATE(c.claim(s, ""), "22023");
@@ -525,7 +540,7 @@ TEST(Errors, InvalidArgumentsAre22023) {
 }
 
 TEST(Errors, InvalidUtf8OrNulInTextIsAnErrorNotTruncation) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   try {
     c.claim(s, std::string("a\0b", 3));
@@ -538,7 +553,7 @@ TEST(Errors, InvalidUtf8OrNulInTextIsAnErrorNotTruncation) {
 }
 
 TEST(Errors, ResponseLargerThanMaxResponseSizeIs54000) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   auto r = c.claim(s, "k");
   EXPECT_SQLSTATE(c.finish(s, "k", *r.token, {200, std::string(1024 * 1024 + 1, 'x'), ""}), "54000");
@@ -559,7 +574,7 @@ TEST(Errors, RoleWithoutPrivilegesIs42501) {
   admin.query("CREATE ROLE idempotency_cxx_noperm LOGIN", {}, &state);  // may exist already
   std::unique_ptr<Client> c;
   try {
-    c = std::make_unique<Client>(conninfo() + " user=idempotency_cxx_noperm");
+    c = std::make_unique<Client>(conninfo() + " user=idempotency_cxx_noperm", test_options());
   } catch (const Error& e) {
     GTEST_SKIP() << "cannot log in as a second role here: " << e.what();
   }
@@ -567,7 +582,10 @@ TEST(Errors, RoleWithoutPrivilegesIs42501) {
 }
 
 TEST(Errors, LostConnectionIsAnErrorNotAnOutcome) {
-  Client c(conninfo());
+  // Behind a pooler the client's connection ends at the pooler, which hides
+  // the server process (and its pid) from us.
+  if (pooled()) GTEST_SKIP() << "direct connections only";
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   ASSERT_TRUE(c.claim(s, "k").claimed());
   Conn killer;
@@ -589,14 +607,14 @@ TEST(Errors, CannotConnectIs08001) {
 }
 
 TEST(Errors, MovedFromClientIs08003) {
-  Client a(conninfo());
+  Client a(conninfo(), test_options());
   Client b(std::move(a));
   EXPECT_SQLSTATE(a.claim(unique_scope(), "k"), "08003");  // NOLINT(bugprone-use-after-move)
   EXPECT_TRUE(b.claim(unique_scope(), "k").claimed());
 }
 
 TEST(Statements, SurviveDiscardAll) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   ASSERT_TRUE(c.claim(s, "a").claimed());
   PQclear(PQexec(c.connection(), "DISCARD ALL"));  // what a connection pool may do
@@ -614,7 +632,7 @@ TEST(Statements, SurviveDropAndCreateExtension) {
   {
     Conn setup("dbname=" + db);
     setup.exec("CREATE EXTENSION pg_idempotency");
-    Client c("dbname=" + db);
+    Client c("dbname=" + db, test_options());
     auto r = c.claim("s", "k");
     ASSERT_TRUE(r.claimed());
     c.finish("s", "k", *r.token, {200, "before", ""});
@@ -626,16 +644,17 @@ TEST(Statements, SurviveDropAndCreateExtension) {
     EXPECT_TRUE(c.finish("s", "k", *again.token, {200, "after", ""}));
     EXPECT_EQ(c.lookup("s", "k")->response->body, "after");
   }
-  admin.exec("DROP DATABASE " + db);
+  // WITH (FORCE): a pooler may still hold an idle server connection to it.
+  admin.exec("DROP DATABASE " + db + " WITH (FORCE)");
 }
 
 // ---- borrow mode -----------------------------------------------------------------
 
 TEST(Borrow, ClaimJoinsCallerTransactionAndRollsBackWithIt) {
   Conn caller;
-  Client c(caller.get());
+  Client c(caller.get(), test_options());
   EXPECT_FALSE(c.owns_connection());
-  Client observer(conninfo());
+  Client observer(conninfo(), test_options());
   const auto s = unique_scope();
   caller.exec("BEGIN");
   caller.query("INSERT INTO cxx_work VALUES ($1, 'side effect')", {s});
@@ -651,8 +670,8 @@ TEST(Borrow, ClaimJoinsCallerTransactionAndRollsBackWithIt) {
 
 TEST(Borrow, ClaimCommitsWithCallerTransaction) {
   Conn caller;
-  Client c(caller.get());
-  Client observer(conninfo());
+  Client c(caller.get(), test_options());
+  Client observer(conninfo(), test_options());
   const auto s = unique_scope();
   caller.exec("BEGIN");
   auto r = c.claim(s, "k");
@@ -668,11 +687,11 @@ TEST(Borrow, SeveralClientsOnOneConnectionShareStatements) {
   const auto s = unique_scope();
   caller.exec("BEGIN");
   {
-    Client a(caller.get());
+    Client a(caller.get(), test_options());
     EXPECT_TRUE(a.claim(s, "a").claimed());
   }
   {
-    Client b(caller.get());  // must not PREPARE the same names again (that would abort the transaction)
+    Client b(caller.get(), test_options());  // must not PREPARE the same names again (that would abort the transaction)
     EXPECT_TRUE(b.claim(s, "b").claimed());
     EXPECT_TRUE(b.lookup(s, "a").has_value());
   }
@@ -681,8 +700,8 @@ TEST(Borrow, SeveralClientsOnOneConnectionShareStatements) {
 
 TEST(Borrow, ExecuteJoinsCallerTransaction) {
   Conn caller;
-  Client c(caller.get());
-  Client observer(conninfo());
+  Client c(caller.get(), test_options());
+  Client observer(conninfo(), test_options());
   const auto s = unique_scope();
   caller.exec("BEGIN");
   caller.query("INSERT INTO cxx_work VALUES ($1, 'before')", {s});
@@ -703,7 +722,7 @@ TEST(Borrow, ExecuteJoinsCallerTransaction) {
 
 TEST(Borrow, ThrowingHandlerRollsBackToSavepointOnly) {
   Conn caller;
-  Client c(caller.get());
+  Client c(caller.get(), test_options());
   const auto s = unique_scope();
   caller.exec("BEGIN");
   caller.query("INSERT INTO cxx_work VALUES ($1, 'before')", {s});
@@ -718,24 +737,24 @@ TEST(Borrow, ThrowingHandlerRollsBackToSavepointOnly) {
   EXPECT_FALSE(c.lookup(s, "k").has_value());
   caller.exec("COMMIT");
   EXPECT_EQ(notes(caller, s), 1);
-  Client observer(conninfo());
+  Client observer(conninfo(), test_options());
   EXPECT_EQ(observer.claim(s, "k").outcome, Outcome::Claimed);
 }
 
 TEST(Borrow, IdleConnectionGetsItsOwnTransaction) {
   Conn caller;
-  Client c(caller.get());
+  Client c(caller.get(), test_options());
   const auto s = unique_scope();
   auto r = c.execute(s, "k", std::nullopt, [&](PGconn* conn) { return note_handler_response(conn, s, "x"); });
   EXPECT_EQ(r.outcome, Outcome::Claimed);
   EXPECT_EQ(PQtransactionStatus(caller.get()), PQTRANS_IDLE);
-  Client observer(conninfo());
+  Client observer(conninfo(), test_options());
   EXPECT_EQ(observer.claim(s, "k").outcome, Outcome::Replay);
 }
 
 TEST(Borrow, FailedCallerTransactionIs25P02) {
   Conn caller;
-  Client c(caller.get());
+  Client c(caller.get(), test_options());
   const auto s = unique_scope();
   caller.exec("BEGIN");
   std::string state;
@@ -756,7 +775,7 @@ TEST(Borrow, FailedCallerTransactionIs25P02) {
 // ---- execute -----------------------------------------------------------------------
 
 TEST(Execute, RunsHandlerOnceThenReplays) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   Conn raw;
   const auto s = unique_scope();
   int runs = 0;
@@ -784,7 +803,7 @@ TEST(Execute, RunsHandlerOnceThenReplays) {
 }
 
 TEST(Execute, ThrowingHandlerRollsBackEverythingAndRethrows) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   Conn raw;
   const auto s = unique_scope();
   struct Boom : std::runtime_error {
@@ -810,7 +829,7 @@ TEST(Execute, ThrowingHandlerRollsBackEverythingAndRethrows) {
 }
 
 TEST(Execute, HandlerThatBreaksTheTransactionIsAnError) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   Conn raw;
   const auto s = unique_scope();
   EXPECT_SQLSTATE(c.execute(s, "k", std::nullopt,
@@ -826,7 +845,7 @@ TEST(Execute, HandlerThatBreaksTheTransactionIsAnError) {
 }
 
 TEST(Execute, TooLargeResponseRollsBackTheWork) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   Conn raw;
   const auto s = unique_scope();
   EXPECT_SQLSTATE(c.execute(s, "k", std::nullopt,
@@ -841,8 +860,8 @@ TEST(Execute, TooLargeResponseRollsBackTheWork) {
 
 TEST(Execute, InProgressAndMismatchDoNotRunTheHandler) {
   Conn holder;
-  Client borrowed(holder.get());
-  Client c(conninfo());
+  Client borrowed(holder.get(), test_options());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   bool ran = false;
   auto handler = [&](PGconn*) {
@@ -868,7 +887,7 @@ TEST(Execute, InProgressAndMismatchDoNotRunTheHandler) {
 }
 
 TEST(Execute, HandlerSeesTakeoverRecoveryPointViaOptions) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   auto first = c.claim(s, "k", {std::nullopt, std::nullopt, 200ms, std::nullopt});
   c.checkpoint(s, "k", *first.token, "step-2", 200ms);
@@ -882,7 +901,7 @@ TEST(Execute, HandlerSeesTakeoverRecoveryPointViaOptions) {
 // ---- binary bodies ---------------------------------------------------------------
 
 TEST(Binary, BodyWithNulBytesRoundTrips) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   const std::string body = std::string("\0\0head\0", 7) + bytes_0_to_255(4096) + std::string(3, '\0');
   auto r = c.claim(s, "k");
@@ -896,7 +915,7 @@ TEST(Binary, BodyWithNulBytesRoundTrips) {
 }
 
 TEST(Binary, OneMegabyteBody) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   std::mt19937 rng(42);
   std::string body(1000 * 1000, '\0');
@@ -917,7 +936,7 @@ TEST(Binary, OneMegabyteBody) {
 }
 
 TEST(Binary, LargerBodiesWithRaisedLimit) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = unique_scope();
   PQclear(PQexec(c.connection(), "SET idempotency.max_response_size = '8MB'"));
   const std::string body = bytes_0_to_255(3 * 1024 * 1024);
@@ -938,7 +957,7 @@ void hammer(bool wait, int threads, int keys, int rounds) {
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
       try {
-        Client c(conninfo());
+        Client c(conninfo(), test_options());
         std::vector<int> order(keys);
         for (int i = 0; i < keys; ++i) order[i] = i;
         std::mt19937 rng(static_cast<unsigned>(t));
@@ -986,7 +1005,7 @@ void hammer(bool wait, int threads, int keys, int rounds) {
   if (wait) {
     EXPECT_EQ(in_progress.load(), 0);
   }
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   for (int k = 0; k < keys; ++k) {
     auto r = c.claim(s, "key-" + std::to_string(k));
     EXPECT_EQ(r.outcome, Outcome::Replay);
@@ -1006,7 +1025,7 @@ TEST(Concurrency, SimultaneousRawClaimsExactlyOneWinner) {
   std::atomic<int> ready{0};
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&] {
-      Client c(conninfo());
+      Client c(conninfo(), test_options());
       ++ready;
       while (ready.load() < threads) std::this_thread::yield();
       for (int k = 0; k < keys; ++k) {
