@@ -15,6 +15,7 @@ DEB_PACKAGES=(
   libcpp-httplib-dev nlohmann-json3-dev curl gnuplot-nox valgrind
   redis-server libhiredis-dev
   python3 patch
+  pgbouncer
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

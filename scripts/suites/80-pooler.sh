@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Everything through a real PgBouncer (Debian's 1.18) in transaction pooling
+# mode, with fewer server connections than clients, in front of the cluster
+# that scripts/test started:
+#   - the C++ client's GoogleTest suite, every Client in pooler mode;
+#   - pooler_test's ThroughPooler.* (claim, handler and finish on one server
+#     connection; a multi-step operation across server connections; default
+#     clients detecting the pooler);
+#   - a parallel exactly-once load from pgbench (unnamed statements);
+#   - the HTTP demo under idempotency-demo-load (concurrent duplicates);
+#   - the Node example's tests and the portable edition's concurrency test,
+#     when those exist in the tree.
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/pgbouncer.sh"
+export PATH=$PG_BIN:$PATH
+
+POOL_SIZE=3          # server connections per database and user
+LOAD_CLIENTS=16      # pgbench clients (more than POOL_SIZE)
+
+passed=0; failed=0
+WORK=$(mktemp -d /tmp/pg_idempotency_pooler.XXXXXX)
+chmod 755 "$WORK"
+DEMO_PID=
+cleanup() {
+  [ -n "$DEMO_PID" ] && kill "$DEMO_PID" 2>/dev/null && wait "$DEMO_PID" 2>/dev/null
+  stop_pgbouncer
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ok() { passed=$((passed + 1)); log "ok: $*"; }
+fail() { failed=$((failed + 1)); log "FAILED: $*"; }
+direct() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+
+start_pgbouncer "$POOL_SIZE" || { echo "0 1 pooler" >>"$SUITE_COUNTS"; exit 1; }
+BOUNCER="host=127.0.0.1 port=$BOUNCER_PORT user=$PGUSER"
+
+# ---- GoogleTest, through the pooler ---------------------------------------------
+# gtest_counts LOG: adds the binary's passed/failed counts (skipped tests count as neither).
+gtest_counts() {
+  local p f
+  p=$(sed -nE 's/^\[  PASSED  \] ([0-9]+) tests?\..*/\1/p' "$1" | tail -1)
+  f=$(sed -nE 's/^ *([0-9]+) FAILED TESTS?$/\1/p' "$1" | tail -1)
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+  [ -z "$p" ] && [ -z "$f" ] && failed=$((failed + 1))
+  [ -n "$f" ] && grep -E '^\[  FAILED  \]|Failure|exception' "$1" | head -40 >&2
+}
+for bin in idempotency_client_tests idempotency_pooler_tests; do
+  exe=$BUILD_DIR/test/cxx/$bin
+  if [ ! -x "$exe" ]; then fail "$bin not built"; continue; fi
+  log "$bin through PgBouncer (pooler mode)"
+  PGHOST=127.0.0.1 PGPORT=$BOUNCER_PORT IDEMPOTENCY_TEST_POOLER=1 timeout 600 "$exe" >"$WORK/$bin.log" 2>&1
+  gtest_counts "$WORK/$bin.log"
+  log "$bin: $(grep -E '^\[  (PASSED|SKIPPED|FAILED) +\] [0-9]+ tests?' "$WORK/$bin.log" | sed -E 's/, listed below://' | tr -s ' []\n' ' ')"
+done
+
+# ---- a parallel exactly-once load, SQL only ------------------------------------------
+# $LOAD_CLIENTS pgbench clients over $POOL_SIZE server connections race for 200
+# keys: the winner of each key writes one side effect and finishes it in the
+# same transaction. -M extended: unnamed statements, as any pooled client uses.
+direct -c "DROP DATABASE IF EXISTS idempotency_pooler_load WITH (FORCE)" -c "CREATE DATABASE idempotency_pooler_load"
+direct -d idempotency_pooler_load -c "CREATE EXTENSION pg_idempotency" \
+  -c "CREATE TABLE side_effects (key text NOT NULL, backend int NOT NULL DEFAULT pg_backend_pid())"
+cat >"$WORK/load.sql" <<'SQL'
+\set k random(1, 200)
+BEGIN;
+SELECT ((c).outcome = 'claimed')::int AS won, coalesce((c).token, 0) AS token
+  FROM (SELECT idempotency.claim('load', :k::int::text) AS c) s \gset
+\if :won
+INSERT INTO side_effects (key) VALUES (:k::int::text);
+SELECT idempotency.finish('load', :k::int::text, :token::bigint, 201) AS finished \gset
+\endif
+COMMIT;
+SQL
+log "pgbench: $LOAD_CLIENTS clients, 150 transactions each, through $POOL_SIZE server connections"
+pgbench -n -M extended -c "$LOAD_CLIENTS" -j 2 -t 150 -f "$WORK/load.sql" \
+  -h 127.0.0.1 -p "$BOUNCER_PORT" idempotency_pooler_load >"$WORK/pgbench.log" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && grep -q "number of transactions actually processed: $((LOAD_CLIENTS * 150))/" "$WORK/pgbench.log"; then
+  ok "pgbench load ran every transaction"
+else
+  fail "pgbench load (exit $rc)"; tail -20 "$WORK/pgbench.log" >&2
+fi
+read -r dup_keys effects completed orphans backends < <(direct -d idempotency_pooler_load -F ' ' -c "
+  SELECT (SELECT count(*) FROM (SELECT key FROM side_effects GROUP BY key HAVING count(*) > 1) d),
+         (SELECT count(*) FROM side_effects),
+         (SELECT count(*) FROM idempotency.keys WHERE scope = 'load' AND state = 'completed'),
+         (SELECT count(*) FROM side_effects e WHERE NOT EXISTS (SELECT 1 FROM idempotency.keys k
+            WHERE k.scope = 'load' AND k.key = e.key AND k.state = 'completed')),
+         (SELECT count(DISTINCT backend) FROM side_effects)")
+if [ "${dup_keys:-1}" = 0 ] && [ "${orphans:-1}" = 0 ] && [ "${effects:-0}" = "${completed:-x}" ] && [ "${effects:-0}" -gt 0 ]; then
+  ok "exactly once: $effects side effects for $completed completed keys, written by $backends server connections"
+else
+  fail "exactly once: keys with several side effects $dup_keys, side effects $effects, completed $completed, without key $orphans"
+fi
+if [ "${backends:-0}" -le "$POOL_SIZE" ]; then
+  ok "the pool held: $backends server connections served $LOAD_CLIENTS clients"
+else
+  fail "more server connections ($backends) than the pool size $POOL_SIZE"
+fi
+direct -c "DROP DATABASE idempotency_pooler_load WITH (FORCE)"
+
+# ---- the HTTP demo, through the pooler --------------------------------------------------
+SERVER=$BUILD_DIR/idempotency-demo-server
+LOADER=$BUILD_DIR/idempotency-demo-load
+if [ -x "$SERVER" ] && [ -x "$LOADER" ]; then
+  direct -c "DROP DATABASE IF EXISTS idempotency_pooler_demo WITH (FORCE)" -c "CREATE DATABASE idempotency_pooler_demo"
+  direct -d idempotency_pooler_demo -c "CREATE EXTENSION pg_idempotency"
+  POOLER_FLAG=
+  "$SERVER" --help 2>&1 | grep -q -- --pooler && POOLER_FLAG=--pooler
+  port=$(free_port)
+  "$SERVER" --listen 127.0.0.1:$port --db "$BOUNCER dbname=idempotency_pooler_demo" $POOLER_FLAG >"$WORK/demo.log" 2>&1 &
+  DEMO_PID=$!
+  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/payments/count" && break; sleep 0.1; done
+  log "idempotency-demo-load against the demo server ${POOLER_FLAG:-(no --pooler flag)} through PgBouncer"
+  if timeout 300 "$LOADER" --url "http://127.0.0.1:$port" --keys 20 --dups 8 --concurrency 16 >"$WORK/demo-load.log" 2>&1; then
+    ok "HTTP demo through PgBouncer: $(grep -iE 'payments|keys' "$WORK/demo-load.log" | tail -1)"
+  else
+    fail "HTTP demo through PgBouncer"; tail -30 "$WORK/demo-load.log" >&2; tail -5 "$WORK/demo.log" >&2
+  fi
+  count=$(curl -s "http://127.0.0.1:$port/payments/count")
+  payments=$(direct -d idempotency_pooler_demo -c "SELECT count(*) FROM demo.payments")
+  keys=$(direct -d idempotency_pooler_demo -c "SELECT count(*) FROM idempotency.keys WHERE state = 'completed' AND response_status = 201")
+  if [ -n "$payments" ] && [ "$payments" = "$keys" ] && [[ $count == *"\"count\": $payments"* || $count == *"\"count\":$payments"* ]]; then
+    ok "HTTP demo: $payments payments for $keys keys that created one"
+  else
+    fail "HTTP demo: payments $payments, keys with a 201 $keys, GET /payments/count $count"
+  fi
+  kill "$DEMO_PID"; wait "$DEMO_PID" 2>/dev/null; DEMO_PID=
+  direct -c "DROP DATABASE idempotency_pooler_demo WITH (FORCE)"
+else
+  fail "demo server or load client not built"
+fi
+
+echo "$passed $failed pooler" >>"$SUITE_COUNTS"
+[ "$failed" -eq 0 ]
