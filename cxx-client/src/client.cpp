@@ -844,21 +844,36 @@ bool Client::once(std::string_view scope, std::string_view key, const OnceOption
     default:
       throw Error("08006", "idempotency: connection lost before once()");
   }
-  Detail::exec_simple(*this, own_tx ? "BEGIN" : "SAVEPOINT idempotency_execute");
-  try {
-    Params p(4);
-    p.text(0, scope);
-    p.text(1, key);
-    p.interval(2, options.ttl);
-    p.interval(3, options.wait.value_or(std::chrono::milliseconds(0)));
-    Result r = Detail::run(*this, kOnce, p, "once");
-    const bool first = Row{r.get(), 0}.boolean(0);
-    if (first) handler(conn_);
-    Detail::exec_simple(*this, own_tx ? "COMMIT" : "RELEASE SAVEPOINT idempotency_execute");
-    return first;
-  } catch (...) {
-    Detail::undo(*this, own_tx);
-    throw;
+  const char* begin = own_tx ? "BEGIN" : "SAVEPOINT idempotency_execute";
+  for (int attempt = 0;; ++attempt) {
+    bool before_handler = true;  // as in execute(): a restart is safe until once() answered
+    try {
+      Params p(4);
+      p.text(0, scope);
+      p.text(1, key);
+      p.interval(2, options.ttl);
+      p.interval(3, options.wait.value_or(std::chrono::milliseconds(0)));
+      Result r;
+      if (Detail::can_pipeline(*this)) {
+#ifdef LIBPQ_HAS_PIPELINING
+        r = Detail::pipelined(*this, begin, kOnce, p, nullptr, "once");
+#endif
+      } else {
+        Detail::exec_simple(*this, begin);
+        r = Detail::run(*this, kOnce, p, "once");
+      }
+      before_handler = false;
+      const bool first = Row{r.get(), 0}.boolean(0);
+      if (first) handler(conn_);
+      Detail::exec_simple(*this, own_tx ? "COMMIT" : "RELEASE SAVEPOINT idempotency_execute");
+      return first;
+    } catch (const StatementsLost&) {
+      Detail::undo(*this, own_tx);
+      if (!before_handler || attempt > 0 || !options_.pooler) throw;
+    } catch (...) {
+      Detail::undo(*this, own_tx);
+      throw;
+    }
   }
 }
 

@@ -22,6 +22,14 @@ std::string conninfo() {
   return std::string("dbname=") + (e && *e ? e : "idempotency_cxx_test");
 }
 
+// IDEMPOTENCY_TEST_POOLER=1: Clients in pooler mode (scripts/suites/80-pooler.sh).
+ClientOptions test_options() {
+  ClientOptions o;
+  const char* e = std::getenv("IDEMPOTENCY_TEST_POOLER");
+  o.pooler = e != nullptr && std::string(e) == "1";
+  return o;
+}
+
 std::string scope_of_this_test() {
   static std::atomic<int> n{0};
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
@@ -82,7 +90,7 @@ std::string sqlstate_of(const std::function<void()>& fn) {
 }  // namespace
 
 TEST(Once, RunsTheHandlerForANewKeyOnly) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   App app;
   const auto s = scope_of_this_test();
   int runs = 0;
@@ -104,7 +112,7 @@ TEST(Once, RunsTheHandlerForANewKeyOnly) {
 }
 
 TEST(Once, ThrowingHandlerRollsBackTheKeyAndTheWork) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   App app;
   const auto s = scope_of_this_test();
   struct Boom : std::runtime_error {
@@ -125,7 +133,7 @@ TEST(Once, ThrowingHandlerRollsBackTheKeyAndTheWork) {
 }
 
 TEST(Once, HandlerThatBreaksTheTransactionIsAnErrorAndNothingStays) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   App app;
   const auto s = scope_of_this_test();
   EXPECT_EQ(sqlstate_of([&] {
@@ -142,8 +150,8 @@ TEST(Once, HandlerThatBreaksTheTransactionIsAnErrorAndNothingStays) {
 
 TEST(Once, KeyHeldByAnOpenTransactionIs55P03NeverFalse) {
   App holder;
-  Client borrowed(holder.get());
-  Client c(conninfo());
+  Client borrowed(holder.get(), test_options());
+  Client c(conninfo(), test_options());
   const auto s = scope_of_this_test();
   bool ran = false;
   holder.query("BEGIN");
@@ -167,14 +175,14 @@ TEST(Once, WaitingDuplicateAnswersForWhatTheHolderDid) {
   wait.wait = 30s;
   for (const char* ending : {"COMMIT", "ROLLBACK"}) {
     App holder;
-    Client borrowed(holder.get());
+    Client borrowed(holder.get(), test_options());
     holder.query("BEGIN");
     ASSERT_TRUE(borrowed.once(s, ending, [](PGconn*) {}));
     std::thread finisher([&] {
       std::this_thread::sleep_for(300ms);
       holder.query(ending);
     });
-    Client c(conninfo());
+    Client c(conninfo(), test_options());
     bool ran = false;
     const bool first = c.once(s, ending, wait, [&](PGconn*) { ran = true; });
     finisher.join();
@@ -186,7 +194,7 @@ TEST(Once, WaitingDuplicateAnswersForWhatTheHolderDid) {
 
 TEST(Once, BorrowedConnectionJoinsTheCallersTransaction) {
   App app;
-  Client c(app.get());
+  Client c(app.get(), test_options());
   const auto s = scope_of_this_test();
   app.query("BEGIN");
   app.query("INSERT INTO cxx_work (scope, note) VALUES ($1, 'before')", s);
@@ -207,7 +215,7 @@ TEST(Once, BorrowedConnectionJoinsTheCallersTransaction) {
 
 TEST(Once, ThrowingHandlerOnABorrowedConnectionRollsBackToTheSavepointOnly) {
   App app;
-  Client c(app.get());
+  Client c(app.get(), test_options());
   const auto s = scope_of_this_test();
   app.query("BEGIN");
   app.query("INSERT INTO cxx_work (scope, note) VALUES ($1, 'caller')", s);
@@ -227,7 +235,7 @@ TEST(Once, ThrowingHandlerOnABorrowedConnectionRollsBackToTheSavepointOnly) {
 
 TEST(Once, FailedCallerTransactionIs25P02) {
   App app;
-  Client c(app.get());
+  Client c(app.get(), test_options());
   const auto s = scope_of_this_test();
   app.query("BEGIN");
   PQclear(PQexec(app.get(), "SELECT 1/0"));
@@ -236,7 +244,7 @@ TEST(Once, FailedCallerTransactionIs25P02) {
 }
 
 TEST(Once, BadArgumentsAreErrorsWithTheirSqlstate) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = scope_of_this_test();
   auto none = [](PGconn*) {};
   EXPECT_EQ(sqlstate_of([&] { c.once(s, "", none); }), "22023");
@@ -252,7 +260,7 @@ TEST(Once, BadArgumentsAreErrorsWithTheirSqlstate) {
 }
 
 TEST(Once, TtlOptionSetsTheExpiry) {
-  Client c(conninfo());
+  Client c(conninfo(), test_options());
   const auto s = scope_of_this_test();
   OnceOptions o;
   o.ttl = 2h;
@@ -271,7 +279,7 @@ TEST(Once, ParallelDuplicateDeliveriesApplyEachEffectOnce) {
   std::vector<std::thread> consumers;
   for (int t = 0; t < kConsumers; ++t) {
     consumers.emplace_back([&] {
-      Client c(conninfo());
+      Client c(conninfo(), test_options());
       OnceOptions o;
       o.wait = 10s;
       for (int k = 0; k < kKeys; ++k) {
