@@ -1,0 +1,406 @@
+// GoogleTest suite of the cpp-httplib middleware (<idempotency/httplib.hpp>):
+// a real httplib server on loopback in this process, real HTTP requests, a
+// real PostgreSQL server (libpq's PG* environment; database
+// idempotency_cxx_test, or IDEMPOTENCY_TEST_DB).
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "idempotency/httplib.hpp"
+
+using namespace std::chrono_literals;
+namespace http = idempotency::http;
+
+namespace {
+
+std::string conninfo() {
+  const char* e = std::getenv("IDEMPOTENCY_TEST_DB");
+  return std::string("dbname=") + (e && *e ? e : "idempotency_cxx_test");
+}
+
+// Runs one statement on a connection of its own; returns the first value.
+std::string sql(const std::string& query, const std::vector<std::string>& params = {},
+                const std::string& ci = conninfo()) {
+  PGconn* c = PQconnectdb(ci.c_str());
+  std::vector<const char*> v;
+  for (const auto& p : params) v.push_back(p.c_str());
+  PGresult* r = PQexecParams(c, query.c_str(), static_cast<int>(v.size()), nullptr, v.data(), nullptr, nullptr, 0);
+  std::string out;
+  const bool ok = PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK;
+  std::string error = ok ? "" : query + ": " + PQresultErrorMessage(r);
+  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)) out = PQgetvalue(r, 0, 0);
+  PQclear(r);
+  PQfinish(c);
+  if (!ok) throw std::runtime_error(error);
+  return out;
+}
+
+class Env : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    const std::string db = conninfo().substr(7);
+    if (sql("SELECT 1 FROM pg_database WHERE datname = $1", {db}, "dbname=postgres").empty()) {
+      try {
+        sql("CREATE DATABASE " + db, {}, "dbname=postgres");
+      } catch (const std::exception&) {  // a parallel test binary won
+      }
+    }
+    for (int i = 0; i < 5; ++i) {  // concurrent CREATE ... IF NOT EXISTS may still collide
+      try {
+        sql("CREATE EXTENSION IF NOT EXISTS pg_idempotency");
+        sql("CREATE TABLE IF NOT EXISTS mw_work (scope text NOT NULL, key text NOT NULL, note text NOT NULL)");
+        break;
+      } catch (const std::exception&) {
+        std::this_thread::sleep_for(100ms);
+      }
+    }
+  }
+};
+[[maybe_unused]] auto* const g_env = ::testing::AddGlobalTestEnvironment(new Env);
+
+// A key (and tenant) no other test or run uses.
+std::string unique(const std::string& what) {
+  static std::atomic<int> n{0};
+  return what + ":" + ::testing::UnitTest::GetInstance()->current_test_info()->name() + ":" + std::to_string(getpid()) +
+         ":" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()) + ":" + std::to_string(n++);
+}
+
+int rows(const std::string& key) { return std::stoi(sql("SELECT count(*) FROM mw_work WHERE key = $1", {key})); }
+
+std::atomic<int> g_handler_backend{0};  // pg_backend_pid() of the last handler run
+
+// Waits (at most 20 s) until a handler has run since g_handler_backend was reset.
+bool handler_started() {
+  for (int i = 0; i < 2000 && g_handler_backend == 0; ++i) std::this_thread::sleep_for(10ms);
+  return g_handler_backend != 0;
+}
+
+// The business logic of the test routes: one row per run, in the key's
+// transaction. ?delay_ms=N sleeps after the insert, ?status=N answers N,
+// ?reject=1 throws Reject.
+void work(const httplib::Request& req, httplib::Response& res, PGconn* conn) {
+  if (req.has_param("reject")) throw http::Reject(400, "invalid_request", "rejected by the handler");
+  PGresult* pid = PQexec(conn, "SELECT pg_backend_pid()");
+  g_handler_backend = std::atoi(PQgetvalue(pid, 0, 0));
+  PQclear(pid);
+  if (req.has_param("delay_ms"))
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::stoi(req.get_param_value("delay_ms"))));
+  const std::string key = req.get_header_value("Idempotency-Key"), scope = req.get_header_value("X-Tenant");
+  const char* params[3] = {scope.c_str(), key.c_str(), req.body.c_str()};
+  PGresult* r =
+      PQexecParams(conn, "INSERT INTO mw_work (scope, key, note) VALUES ($1, $2, $3) RETURNING pg_backend_pid()", 3,
+                   nullptr, params, nullptr, nullptr, 0);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    idempotency::Error e(state ? state : "08006", PQresultErrorMessage(r));
+    PQclear(r);
+    throw e;
+  }
+  PQclear(r);
+  res.status = req.has_param("status") ? std::stoi(req.get_param_value("status")) : 201;
+  res.set_header("Location", "/work/" + key);
+  res.set_header("X-Request-Time", std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+  // Raw bytes, NULs and high bytes included, to check the replay byte for byte.
+  std::string body =
+      "created \x00\xff\x01 " + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  body[8] = '\0';
+  res.set_content(body, "application/octet-stream");
+}
+
+// An httplib server on a free loopback port with the middleware's routes.
+class Service {
+ public:
+  explicit Service(std::size_t pool_size = 8, http::ConnectionPool::Factory make = nullptr)
+      : pool_(
+            make ? std::move(make) : [] { return std::make_unique<idempotency::Client>(conninfo()); }, pool_size),
+        idem_(pool_, tenant_options()) {
+    server_.new_task_queue = [] { return new httplib::ThreadPool(16); };
+    server_.Post("/work", idem_.wrap(work));
+    server_.Post("/other", idem_.wrap(work));  // same scope (the tenant), another path
+    http::Options optional = tenant_options();
+    optional.key_required = false;
+    server_.Post("/optional", idem_.wrap(optional, work));
+    http::Options custom = tenant_options();
+    custom.key_header = "X-Request-Id";
+    custom.replay_headers = {"Location", "Content-Type"};
+    server_.Post("/custom", idem_.wrap(custom, work));
+    server_.Post("/plain", idem_.transaction(work));
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    // bind_to_any_port already listens: requests queue until the accept loop runs.
+  }
+  ~Service() {
+    server_.stop();
+    thread_.join();
+  }
+  httplib::Result post(const std::string& path, const std::string& key, const std::string& body,
+                       const std::string& content_type = "application/json", const std::string& tenant = "t1",
+                       const std::string& key_header = "Idempotency-Key") {
+    httplib::Client cli("127.0.0.1", port_);
+    cli.set_read_timeout(30s);
+    httplib::Headers h;
+    if (tenant != "-") h.emplace("X-Tenant", tenant);
+    if (!key.empty()) h.emplace(key_header, key);
+    if (key_header != "Idempotency-Key" && !key.empty()) h.emplace("Idempotency-Key", key);  // for work()'s row
+    return cli.Post(path.c_str(), h, body, content_type.c_str());
+  }
+
+ private:
+  // Scope: the tenant header; a request without one is refused with 401.
+  static http::Options tenant_options() {
+    http::Options o;
+    o.scope = [](const httplib::Request& req) {
+      if (!req.has_header("X-Tenant")) throw http::Reject(401, "unauthenticated", "no tenant");
+      return "tenant:" + req.get_header_value("X-Tenant");
+    };
+    return o;
+  }
+  http::ConnectionPool pool_;
+  http::Middleware idem_;
+  httplib::Server server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+std::string error_code(const httplib::Result& r) {
+  const auto at = r->body.find("\"error\": \"");
+  return at == std::string::npos ? "<none>" : r->body.substr(at + 10, r->body.find('"', at + 10) - at - 10);
+}
+
+}  // namespace
+
+TEST(Middleware, NewKeyThenReplayByteForByte) {
+  Service s;
+  const auto key = unique("k");
+  auto first = s.post("/work", key, R"({"amount": 1})");
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->status, 201);
+  EXPECT_FALSE(first->has_header("Idempotent-Replayed"));
+  auto again = s.post("/work", key, R"({"amount": 1})");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 201);
+  EXPECT_EQ(again->body, first->body);  // NUL and 0xff bytes included
+  EXPECT_EQ(again->body.size(), first->body.size());
+  EXPECT_EQ(again->get_header_value("Idempotent-Replayed"), "true");
+  EXPECT_EQ(again->get_header_value("Content-Type"), "application/octet-stream");
+  EXPECT_EQ(again->get_header_value("Location"), "/work/" + key);
+  EXPECT_EQ(again->get_header_value("X-Request-Time"), first->get_header_value("X-Request-Time"));
+  EXPECT_EQ(rows(key), 1);
+}
+
+TEST(Middleware, ConcurrentDuplicatesRunTheHandlerOnce) {
+  Service s(12);
+  const auto key = unique("k");
+  constexpr int kClients = 10;
+  std::vector<int> status(kClients);
+  std::vector<std::string> retry_after(kClients), replayed(kClients);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.emplace_back([&, i] {
+      auto r = s.post("/work?delay_ms=600", key, R"({"amount": 2})");
+      if (!r) return;
+      status[i] = r->status;
+      retry_after[i] = r->get_header_value("Retry-After");
+      replayed[i] = r->get_header_value("Idempotent-Replayed");
+    });
+  }
+  for (auto& t : clients) t.join();
+  int created = 0, conflicts = 0;
+  for (int i = 0; i < kClients; ++i) {
+    if (status[i] == 201 && replayed[i].empty()) ++created;
+    if (status[i] == 409) {
+      ++conflicts;
+      EXPECT_GE(std::atoi(retry_after[i].c_str()), 1);
+    }
+    EXPECT_TRUE(status[i] == 201 || status[i] == 409) << status[i];
+  }
+  EXPECT_EQ(created, 1);
+  EXPECT_GE(conflicts, 1);
+  EXPECT_EQ(rows(key), 1);
+}
+
+TEST(Middleware, InFlightDuplicateIs409WithRetryAfterAndJsonError) {
+  Service s;
+  const auto key = unique("k");
+  g_handler_backend = 0;
+  std::thread first([&] { s.post("/work?delay_ms=1500", key, "{}"); });
+  const bool started = handler_started();  // the first request holds the key from now on
+  auto dup = s.post("/work", key, "{}");
+  first.join();
+  ASSERT_TRUE(started) << "the first request never reached its handler";
+  ASSERT_TRUE(dup);
+  EXPECT_EQ(dup->status, 409);
+  EXPECT_GE(std::atoi(dup->get_header_value("Retry-After").c_str()), 1);
+  EXPECT_EQ(error_code(dup), "request_in_progress");
+  EXPECT_EQ(dup->get_header_value("Content-Type"), "application/json");
+  EXPECT_EQ(rows(key), 1);
+}
+
+TEST(Middleware, SameKeyOtherRequestIs422) {
+  Service s;
+  const auto key = unique("k");
+  ASSERT_EQ(s.post("/work", key, R"({"amount": 3})")->status, 201);
+  auto body = s.post("/work", key, R"({"amount": 4})");
+  EXPECT_EQ(body->status, 422);
+  EXPECT_EQ(error_code(body), "idempotency_key_reused");
+  auto path = s.post("/other", key, R"({"amount": 3})");  // same scope and body, another path
+  EXPECT_EQ(path->status, 422);
+  auto raw = s.post("/work", key, R"({"amount": 3})", "text/plain");  // same text, not JSON any more
+  EXPECT_EQ(raw->status, 422);
+  EXPECT_EQ(rows(key), 1);
+}
+
+TEST(Middleware, JsonBodiesCompareCanonicallyRawBodiesByBytes) {
+  Service s;
+  const auto key = unique("k");
+  ASSERT_EQ(s.post("/work", key, R"({"amount": 5, "currency": "EUR"})")->status, 201);
+  auto reordered = s.post("/work", key, "{\"currency\":\"EUR\",\n  \"amount\":5}");
+  EXPECT_EQ(reordered->status, 201);
+  EXPECT_EQ(reordered->get_header_value("Idempotent-Replayed"), "true");
+
+  const auto raw_key = unique("raw");
+  const std::string bytes("a\0b\xff", 4);
+  ASSERT_EQ(s.post("/work", raw_key, bytes, "application/octet-stream")->status, 201);
+  EXPECT_EQ(s.post("/work", raw_key, bytes, "application/octet-stream")->get_header_value("Idempotent-Replayed"),
+            "true");
+  EXPECT_EQ(s.post("/work", raw_key, std::string("a\0c\xff", 4), "application/octet-stream")->status, 422);
+  EXPECT_EQ(rows(key) + rows(raw_key), 2);
+}
+
+TEST(Middleware, MissingOrInvalidKeyIs400) {
+  Service s;
+  auto none = s.post("/work", "", "{}");
+  EXPECT_EQ(none->status, 400);
+  EXPECT_EQ(error_code(none), "missing_idempotency_key");
+  auto too_long = s.post("/work", std::string(256, 'k'), "{}");
+  EXPECT_EQ(too_long->status, 400);
+  EXPECT_EQ(rows(std::string(256, 'k')), 0);
+}
+
+TEST(Middleware, MalformedJsonIs400AndClaimsNothing) {
+  Service s;
+  const auto key = unique("k");
+  auto r = s.post("/work", key, R"({"amount": )");
+  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(error_code(r), "malformed_json");
+  EXPECT_TRUE(sql("SELECT 1 FROM idempotency.keys WHERE key = $1", {key}).empty());
+  EXPECT_EQ(s.post("/work", key, R"({"amount": 6})")->status, 201);  // the key is still free
+}
+
+TEST(Middleware, CustomKeyHeaderAndReplayedHeaderList) {
+  Service s;
+  const auto key = unique("k");
+  EXPECT_EQ(s.post("/custom", key, "{}", "application/json", "t1", "Idempotency-Key")->status, 400);  // wrong header
+  auto first = s.post("/custom", key, "{}", "application/json", "t1", "X-Request-Id");
+  EXPECT_EQ(first->status, 201);
+  auto again = s.post("/custom", key, "{}", "application/json", "t1", "X-Request-Id");
+  EXPECT_EQ(again->get_header_value("Idempotent-Replayed"), "true");
+  EXPECT_EQ(again->get_header_value("Location"), "/work/" + key);
+  EXPECT_FALSE(again->has_header("X-Request-Time"));  // not in replay_headers
+  EXPECT_EQ(again->body, first->body);
+}
+
+TEST(Middleware, OptionalKeyRunsTheHandlerInAPlainTransactionWithoutOne) {
+  Service s;
+  const auto tenant = unique("t");
+  EXPECT_EQ(s.post("/optional", "", "{}", "application/json", tenant)->status, 201);
+  EXPECT_EQ(s.post("/optional", "", "{}", "application/json", tenant)->status, 201);
+  EXPECT_EQ(std::stoi(sql("SELECT count(*) FROM mw_work WHERE scope = $1", {tenant})), 2);
+  const auto key = unique("k");
+  EXPECT_EQ(s.post("/optional", key, "{}", "application/json", tenant)->status, 201);
+  EXPECT_EQ(s.post("/optional", key, "{}", "application/json", tenant)->get_header_value("Idempotent-Replayed"),
+            "true");
+  EXPECT_EQ(rows(key), 1);
+}
+
+TEST(Middleware, ScopeFromCallback) {
+  Service s;
+  const auto key = unique("k");
+  auto a = s.post("/work", key, "{}", "application/json", "alice");
+  auto b = s.post("/work", key, "{}", "application/json", "bob");
+  EXPECT_EQ(a->status, 201);
+  EXPECT_EQ(b->status, 201);
+  EXPECT_FALSE(b->has_header("Idempotent-Replayed"));  // keys never collide across scopes
+  EXPECT_EQ(rows(key), 2);
+  EXPECT_FALSE(sql("SELECT 1 FROM idempotency.keys WHERE scope = 'tenant:alice' AND key = $1", {key}).empty());
+  // The callback refuses: its answer, nothing claimed.
+  const auto refused = unique("k");
+  auto r = s.post("/work", refused, "{}", "application/json", "-");
+  EXPECT_EQ(r->status, 401);
+  EXPECT_EQ(error_code(r), "unauthenticated");
+  EXPECT_TRUE(sql("SELECT 1 FROM idempotency.keys WHERE key = $1", {refused}).empty());
+}
+
+TEST(Middleware, RejectAndServerErrorsStoreNothing) {
+  Service s;
+  const auto key = unique("k");
+  auto rejected = s.post("/work?reject=1", key, "{}");
+  EXPECT_EQ(rejected->status, 400);
+  EXPECT_EQ(error_code(rejected), "invalid_request");
+  auto failed = s.post("/work?status=502", key, "{}");
+  EXPECT_EQ(failed->status, 502);
+  EXPECT_EQ(rows(key), 0);  // the 502's insert was rolled back with its claim
+  EXPECT_TRUE(sql("SELECT 1 FROM idempotency.keys WHERE key = $1", {key}).empty());
+  auto ok = s.post("/work", key, "{}");
+  EXPECT_EQ(ok->status, 201);
+  EXPECT_FALSE(ok->has_header("Idempotent-Replayed"));
+  EXPECT_EQ(rows(key), 1);
+}
+
+TEST(Middleware, LostConnectionIs503ThenTheRetryRecovers) {
+  Service s(1);  // one connection: the retry must get a new one
+  const auto key = unique("k");
+  g_handler_backend = 0;
+  std::thread killer([] {
+    if (handler_started()) sql("SELECT pg_terminate_backend(" + std::to_string(g_handler_backend.load()) + ", 10000)");
+  });
+  auto lost = s.post("/work?delay_ms=800", key, "{}");
+  killer.join();
+  ASSERT_TRUE(lost);
+  EXPECT_EQ(lost->status, 503);
+  EXPECT_EQ(error_code(lost), "database_unavailable");
+  EXPECT_EQ(rows(key), 0);  // the transaction died with its backend
+  auto retry = s.post("/work", key, "{}");
+  EXPECT_EQ(retry->status, 201);
+  EXPECT_FALSE(retry->has_header("Idempotent-Replayed"));
+  EXPECT_EQ(rows(key), 1);
+}
+
+TEST(Middleware, IdleConnectionTerminatedIsReplacedWithout503) {
+  Service s(1);
+  const auto first = unique("k");
+  ASSERT_EQ(s.post("/work", first, "{}")->status, 201);
+  const int pid = g_handler_backend;
+  sql("SELECT pg_terminate_backend(" + std::to_string(pid) + ", 10000)");  // waits until it has exited
+  const auto second = unique("k");
+  auto r = s.post("/work", second, "{}");
+  EXPECT_EQ(r->status, 201);
+  EXPECT_NE(g_handler_backend.load(), pid);
+  EXPECT_EQ(rows(second), 1);
+}
+
+TEST(Middleware, DatabaseDownIs503) {
+  Service s(2, [] { return std::make_unique<idempotency::Client>("host=127.0.0.1 port=1 connect_timeout=2"); });
+  auto r = s.post("/work", unique("k"), "{}");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  EXPECT_EQ(error_code(r), "database_unavailable");
+  auto plain = s.post("/plain", "", "{}");
+  EXPECT_EQ(plain->status, 503);
+}
+
+TEST(Middleware, PoolOfOneServesConcurrentRequestsInTurn) {
+  Service s(1);
+  const auto a = unique("k"), b = unique("k");
+  std::thread t([&] { EXPECT_EQ(s.post("/work?delay_ms=300", a, "{}")->status, 201); });
+  EXPECT_EQ(s.post("/work?delay_ms=300", b, "{}")->status, 201);
+  t.join();
+  EXPECT_EQ(rows(a) + rows(b), 2);
+}
