@@ -16,6 +16,7 @@ DEB_PACKAGES=(
   redis-server libhiredis-dev
   python3 patch
   pgbouncer
+  nodejs wrk
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
