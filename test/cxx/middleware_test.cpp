@@ -404,3 +404,21 @@ TEST(Middleware, PoolOfOneServesConcurrentRequestsInTurn) {
   t.join();
   EXPECT_EQ(rows(a) + rows(b), 2);
 }
+
+// The documents fingerprinted are the ones the Node example builds too, so a
+// key moves between the two services without a false 422.
+TEST(Middleware, FingerprintDocumentsAreTheDocumentedOnes) {
+  Service s;
+  const auto json_key = unique("k"), raw_key = unique("k");
+  ASSERT_EQ(s.post("/work", json_key, R"({"x": [true, null]})")->status, 201);
+  ASSERT_EQ(s.post("/work", raw_key, "hi", "text/plain")->status, 201);
+  EXPECT_EQ(sql("SELECT fingerprint = idempotency.fingerprint('[\"POST\", \"/work\", {\"x\": [true, null]}]') "
+                "FROM idempotency.keys WHERE scope = 'tenant:t1' AND key = $1",
+                {json_key}),
+            "t");
+  EXPECT_EQ(sql("SELECT fingerprint = idempotency.fingerprint("
+                "'{\"method\": \"POST\", \"path\": \"/work\", \"body_hex\": \"6869\"}') "
+                "FROM idempotency.keys WHERE scope = 'tenant:t1' AND key = $1",
+                {raw_key}),
+            "t");
+}
