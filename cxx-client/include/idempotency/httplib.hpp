@@ -345,10 +345,12 @@ class Middleware {
         detail::exec(client.connection(), "COMMIT");
         return;
       }
+      ClaimOptions claim = o.claim;
+      claim.fingerprint.reset();  // the fingerprint is the request's (or none), never a fixed one
       ClaimResult r =
           o.fingerprint == FingerprintOf::Nothing
-              ? client.execute(scope, *key, o.claim, run)
-              : client.execute_json(scope, *key, detail::fingerprint_document(req, o.fingerprint), run, o.claim);
+              ? client.execute(scope, *key, claim, run)
+              : client.execute_json(scope, *key, detail::fingerprint_document(req, o.fingerprint), run, claim);
       if (r.outcome != Outcome::Claimed) detail::send(res, to_http(r));  // the handler did not run
     } catch (const Reject& e) {
       detail::send(res, e.reply);
