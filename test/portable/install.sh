@@ -12,17 +12,6 @@ fresh_db $DB
 check "the installing role is no superuser" "f" "$(sql postgres -c "SELECT rolsuper OR rolcreatedb OR rolcreaterole FROM pg_roles WHERE rolname = '$OWNER'")"
 out=$(install_portable $DB 2>&1); rc=$?
 check "psql -f by a non-superuser with CREATE on the database" "0:" "$rc:$out"
-check "same functions and signatures as the extension's API" \
-  "checkpoint(scope text, key text, token bigint, recovery_point text, lease interval DEFAULT NULL::interval)
-claim(scope text, key text, fingerprint bytea DEFAULT NULL::bytea, ttl interval DEFAULT NULL::interval, lease interval DEFAULT NULL::interval, wait interval DEFAULT '00:00:00'::interval)
-fingerprint(request jsonb)
-finish(scope text, key text, token bigint, response_status integer, response_body bytea DEFAULT NULL::bytea, response_headers jsonb DEFAULT NULL::jsonb)
-lookup(scope text, key text)
-once(scope text, key text, ttl interval DEFAULT NULL::interval, wait interval DEFAULT '00:00:00'::interval)
-release(scope text, key text, token bigint)
-sweep(batch_size integer DEFAULT NULL::integer)" \
-  "$(sql $DB -c "SELECT proname || '(' || pg_get_function_arguments(oid) || ')' FROM pg_proc
-                  WHERE pronamespace = 'idempotency'::regnamespace AND proname !~ '^_' ORDER BY proname COLLATE \"C\"")"
 check "no SECURITY DEFINER function" "0" "$(sql $DB -c "SELECT count(*) FROM pg_proc WHERE pronamespace = 'idempotency'::regnamespace AND prosecdef")"
 check "search_path pinned on every function" "0" \
   "$(sql $DB -c "SELECT count(*) FROM pg_proc WHERE pronamespace = 'idempotency'::regnamespace
@@ -98,6 +87,23 @@ for role in "$OWNER" postgres; do
     "$rc:$(echo "$out" | grep -q 'ERROR:  the pg_idempotency extension is installed in database "portable_beside_ext": the portable edition was not installed' && echo yes)"
   check "beside the extension ($role): nothing changed" "$before" "$(sql portable_beside_ext -c "$catalog")$(keys_digest portable_beside_ext)"
 done
+
+# The same surface as the extension: functions (arguments, defaults, result,
+# volatility, strictness), types, table columns, indexes and the view.
+surface="SELECT string_agg(x, E'\n' ORDER BY x COLLATE \"C\") FROM (
+  SELECT 'function ' || proname || '(' || pg_get_function_arguments(oid) || ') ' || pg_get_function_result(oid)
+         || ' ' || provolatile::text || ' ' || proisstrict || ' ' || proretset AS x
+    FROM pg_proc WHERE pronamespace = 'idempotency'::regnamespace AND proname !~ '^_'
+  UNION ALL SELECT 'type ' || t.typname || ' ' || coalesce((SELECT string_agg(enumlabel, ',' ORDER BY enumsortorder) FROM pg_enum WHERE enumtypid = t.oid),
+         (SELECT string_agg(attname || ':' || format_type(atttypid, atttypmod), ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = t.typrelid AND attnum > 0))
+    FROM pg_type t WHERE t.typnamespace = 'idempotency'::regnamespace AND t.typtype IN ('e', 'c') AND t.typname <> 'stats'
+  UNION ALL SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull
+    FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+   WHERE c.relnamespace = 'idempotency'::regnamespace AND c.relkind IN ('r', 'v') AND a.attnum > 0
+  UNION ALL SELECT 'index ' || pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'idempotency.keys'::regclass
+  UNION ALL SELECT 'reloptions ' || array_to_string(reloptions, ',') FROM pg_class WHERE oid = 'idempotency.keys'::regclass) s"
+check "the extension's surface: functions, types, columns, indexes, view" \
+  "$(sql portable_beside_ext -c "$surface" || echo "(failed)")" "$(sql $DB -c "$surface" || echo "(failed)")"
 
 # A schema idempotency that is not ours: refused, nothing changed.
 fresh_db portable_foreign
