@@ -786,6 +786,7 @@ DECLARE
   leased    boolean := false;
   saved_timeout text;
   setting   text;
+  v_token   bigint;
 BEGIN
   IF p_scope IS NULL OR p_key IS NULL OR pg_catalog.octet_length(p_scope) OPERATOR(pg_catalog.=) 0
      OR pg_catalog.octet_length(p_key) OPERATOR(pg_catalog.=) 0 OR pg_catalog.octet_length(p_scope) OPERATOR(pg_catalog.>) 255
@@ -866,13 +867,15 @@ BEGIN
     END IF;
     EXIT decide WHEN writes OPERATOR(pg_catalog.=) 3;
     writes := writes OPERATOR(pg_catalog.+) 1;
+    -- The token is made here and passed to the statement as a parameter.
+    v_token := greatest(1, ('x' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.substr(
+                 pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 8), 'hex'))::bit(64)::bigint
+               OPERATOR(pg_catalog.&) 9223372036854775807);
     IF NOT found_row THEN
       INSERT INTO idempotency.keys AS k (scope, key, fingerprint, state, token, attempt, recovery_point,
                                          locked_until, created_at, completed_at, expires_at,
                                          response_status, response_headers, response_body)
-      VALUES (p_scope, p_key, NULL, 'completed'::idempotency.state, greatest(1, ('x' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.substr(
-                 pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 8), 'hex'))::bit(64)::bigint
-               OPERATOR(pg_catalog.&) 9223372036854775807), 1, NULL,
+      VALUES (p_scope, p_key, NULL, 'completed'::idempotency.state, v_token, 1, NULL,
               NULL, t_now, t_now, v_expires, NULL, NULL, NULL)
       ON CONFLICT (scope, key) DO NOTHING;
       written := FOUND;
@@ -893,9 +896,7 @@ BEGIN
           PERFORM pg_catalog.set_config('lock_timeout', left_ms::text, true);
         END IF;
         UPDATE idempotency.keys AS k SET
-               fingerprint = NULL, state = 'completed'::idempotency.state, token = greatest(1, ('x' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.substr(
-                 pg_catalog.uuid_send(pg_catalog.gen_random_uuid()), 1, 8), 'hex'))::bit(64)::bigint
-               OPERATOR(pg_catalog.&) 9223372036854775807),
+               fingerprint = NULL, state = 'completed'::idempotency.state, token = v_token,
                attempt = CASE WHEN k.expires_at OPERATOR(pg_catalog.<=) t_now THEN 1
                               ELSE k.attempt OPERATOR(pg_catalog.+) 1 END,
                recovery_point = CASE WHEN k.expires_at OPERATOR(pg_catalog.<=) t_now THEN NULL ELSE k.recovery_point END,
