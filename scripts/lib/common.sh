@@ -17,6 +17,7 @@ DEB_PACKAGES=(
   python3 patch
   pgbouncer
   nodejs wrk
+  prometheus prometheus-postgres-exporter iproute2
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
