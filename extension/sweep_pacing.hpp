@@ -17,8 +17,10 @@ namespace pgi::sweeper::pacing {
 
 using Micros = std::int64_t;
 
-constexpr Micros kSliceUs = 5'000;
-constexpr std::int64_t kFirstLimit = 500;  // rows of the first paced batch
+// 2 ms, as autovacuum's cost-based delay: a claim that the operating system
+// makes wait for a slice waits about that long at most.
+constexpr Micros kSliceUs = 2'000;
+constexpr std::int64_t kFirstLimit = 200;  // rows of the first paced batch
 constexpr std::int64_t kMinLimit = 50;
 
 // The pause after a batch that took `elapsed`; at most one second.

@@ -126,13 +126,13 @@ TEST(SweepPacing, BatchesAimAtAShortSliceNeverAboveTheBatchSize) {
   EXPECT_EQ(NextLimit(0, 0, 0, 10000, 0), 10000) << "unpaced: full batches";
   EXPECT_EQ(NextLimit(0, 0, 0, 10000, 1.0), kFirstLimit);
   EXPECT_EQ(NextLimit(0, 0, 0, 70, 1.0), 70);
-  // 500 rows in 1 ms: 2500 fit in 5 ms; halfway there.
-  EXPECT_EQ(NextLimit(500, 500, 1000, 10000, 1.0), 1500);
+  // 500 rows in 1 ms: 1000 fit in a 2 ms slice; halfway there.
+  EXPECT_EQ(NextLimit(500, 500, 1000, 10000, 1.0), 750);
   // Converges on the slice and stays under sweep_batch_size.
   std::int64_t limit = kFirstLimit;
   for (int i = 0; i < 20; i++) limit = NextLimit(limit, limit, limit * 2, 10000, 1.0);  // 2 us a row
-  EXPECT_NEAR(static_cast<double>(limit), 2500.0, 5.0);
-  for (int i = 0; i < 20; i++) limit = NextLimit(limit, limit, limit / 10, 10000, 1.0);  // fast rows
+  EXPECT_NEAR(static_cast<double>(limit), 1000.0, 5.0);
+  for (int i = 0; i < 30; i++) limit = NextLimit(limit, limit, limit / 10, 10000, 1.0);  // fast rows
   EXPECT_EQ(limit, 10000);
   // A very slow batch shrinks the next, never below the floor.
   for (int i = 0; i < 20; i++) limit = NextLimit(limit, limit, limit * 1000, 10000, 1.0);
