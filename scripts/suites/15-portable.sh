@@ -2,8 +2,8 @@
 # The portable edition (sql/portable/): the extension's own regress tests and
 # isolation specs against it (test/portable/regress.sh), installing it
 # (non-superuser, re-run, refusal), concurrent duplicates with parallel
-# clients, moving between the editions both ways, and sweeping with pg_cron
-# on a cluster of its own. Differences: test/portable/differences.md.
+# clients, moving between the editions both ways, sweeping with pg_cron and a
+# hot standby (clusters of their own). Differences: test/portable/differences.md.
 source "$(dirname "$0")/../lib/common.sh"
 cd "$REPO_ROOT"
 export PG_BIN
@@ -21,7 +21,7 @@ count() {  # NAME OUTPUT_FILE RC: PASS/FAIL lines, or the regress summary line
   echo "$1: $p passed, $f failed"
 }
 out=$(mktemp)
-for t in regress install concurrency migrate cron; do
+for t in regress install concurrency migrate cron standby; do
   echo "--- portable $t"
   case $t in
     concurrency)

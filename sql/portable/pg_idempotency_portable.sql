@@ -237,6 +237,26 @@ BEGIN
 END
 $fn$;
 
+-- 25006 on a hot standby for a call that must write, with the extension's
+-- message, before any lock or statement (never the INSERT's "read-only transaction").
+CREATE OR REPLACE FUNCTION idempotency._require_primary(verb text, scope text, key text, why text DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql STABLE PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  IF NOT pg_catalog.pg_is_in_recovery() THEN
+    RETURN;
+  END IF;
+  RAISE EXCEPTION 'cannot % % on a hot standby', verb,
+    CASE WHEN key IS NULL THEN 'expired idempotency keys'
+         ELSE pg_catalog.format('idempotency key "%s" in scope "%s"', key, scope) END
+    USING ERRCODE = '25006',
+          DETAIL = coalesce(why, 'This server is in recovery (a read replica) and cannot write.'),
+          HINT = CASE WHEN key IS NULL THEN 'Run it on the primary.'
+                      ELSE pg_catalog.format('Send the request to the primary and %s the key there; a standby serves only replays, mismatches and keys in progress.', verb) END;
+END
+$fn$;
+
 -- IK001 with the extension's message; row: the key's row as it is now (NULL: absent).
 CREATE OR REPLACE FUNCTION idempotency._not_holder(scope text, key text, token bigint, r idempotency.keys, t_now timestamptz)
 RETURNS void LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -388,6 +408,10 @@ BEGIN
     EXIT WHEN tries OPERATOR(pg_catalog.>=) 3;
 
     IF tries OPERATOR(pg_catalog.=) 0 THEN
+      IF pg_catalog.pg_is_in_recovery() THEN  -- a read replica answers only what needs no write
+        PERFORM idempotency._require_primary('claim', p_scope, p_key,
+          'The key is new, expired or its lease is over: claiming it writes, and this server is in recovery (a read replica).');
+      END IF;
       -- The key lock: another open transaction claiming this key holds it.
       lock_id := ((pg_catalog.hashtextextended(p_key, pg_catalog.hashtext(p_scope)::bigint) OPERATOR(pg_catalog.#)
            (pg_catalog.hashtextextended(p_key, pg_catalog.hashtext(p_scope)::bigint) OPERATOR(pg_catalog.>>) 32))
@@ -544,6 +568,9 @@ BEGIN
             HINT = 'Store a smaller response (for example a reference to it), or raise idempotency.max_response_size.';
   END IF;
 
+  IF pg_catalog.pg_is_in_recovery() THEN
+    PERFORM idempotency._require_primary('finish', p_scope, p_key);
+  END IF;
   -- The key lock: a claim racing with this finish answers in_progress at once
   -- instead of waiting for this transaction's row lock.
   PERFORM pg_catalog.pg_advisory_xact_lock(1768187245,
@@ -617,6 +644,9 @@ BEGIN
   ELSE  -- may leave timestamptz's range: 22023 (an exception block, so only here)
     v_locked := idempotency._add(t_now, v_lease, 'lease', p_scope, p_key);
   END IF;
+  IF pg_catalog.pg_is_in_recovery() THEN
+    PERFORM idempotency._require_primary('checkpoint', p_scope, p_key);
+  END IF;
   PERFORM pg_catalog.pg_advisory_xact_lock(1768187245,
     ((pg_catalog.hashtextextended(p_key, pg_catalog.hashtext(p_scope)::bigint) OPERATOR(pg_catalog.#)
            (pg_catalog.hashtextextended(p_key, pg_catalog.hashtext(p_scope)::bigint) OPERATOR(pg_catalog.>>) 32))
@@ -652,6 +682,9 @@ BEGIN
   PERFORM idempotency._check_key(p_scope, p_key);
   IF p_token IS NULL THEN
     RAISE EXCEPTION 'token must not be NULL for key "%" in scope "%"', p_key, p_scope USING ERRCODE = '22004';
+  END IF;
+  IF pg_catalog.pg_is_in_recovery() THEN
+    PERFORM idempotency._require_primary('release', p_scope, p_key);
   END IF;
   PERFORM pg_catalog.pg_advisory_xact_lock(1768187245,
     ((pg_catalog.hashtextextended(p_key, pg_catalog.hashtext(p_scope)::bigint) OPERATOR(pg_catalog.#)
@@ -742,6 +775,9 @@ BEGIN
       USING ERRCODE = '22023',
             HINT = 'Pass how many expired keys to delete at most, or NULL for idempotency.sweep_batch_size.';
   END IF;
+  IF pg_catalog.pg_is_in_recovery() THEN
+    PERFORM idempotency._require_primary('sweep', NULL, NULL);
+  END IF;
   -- Oldest first through the expires_at index; a row a claim is working on is
   -- skipped, never waited for; deleted by ctid (a TID scan).
   DELETE FROM idempotency.keys
@@ -819,6 +855,11 @@ BEGIN
     v_expires := idempotency._add(t_now, v_ttl, 'ttl', p_scope, p_key);
   END IF;
 
+  -- Every call may have to record the key: a standby refuses them all alike.
+  IF pg_catalog.pg_is_in_recovery() THEN
+    PERFORM idempotency._require_primary('process', p_scope, p_key,
+      'once() records the key it processes, and this server is in recovery (a read replica).');
+  END IF;
   -- First look, read-only: a processed key answers here without a lock or an xid.
   SELECT * INTO r FROM idempotency.keys AS k
    WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key;
