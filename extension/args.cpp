@@ -30,6 +30,11 @@ struct varlena* Detoast(FunctionCallInfo fcinfo, int argno) {
   return PgCall([&] { return PG_DETOAST_DATUM_PACKED(PG_GETARG_DATUM(argno)); });
 }
 
+bool BadLength(const text* value) {
+  const auto bytes = VARSIZE_ANY_EXHDR(value);
+  return bytes == 0 || bytes > kMaxKeyBytes;
+}
+
 void CheckLength(const text* value, const char* name, const std::string& context) {
   const auto bytes = VARSIZE_ANY_EXHDR(value);
   if (bytes == 0)
@@ -61,10 +66,13 @@ KeyRef Key(FunctionCallInfo fcinfo) {
                 "Pass the scope (tenant, user or endpoint) and the client's idempotency key.");
   }
   KeyRef ref{reinterpret_cast<text*>(Detoast(fcinfo, 0)), reinterpret_cast<text*>(Detoast(fcinfo, 1))};
-  CheckLength(ref.scope, "scope",
-              "The scope is \"" + Clip(ref.scope, kQuotedBytes) + "\" (key \"" + Clip(ref.key, kQuotedBytes) + "\").");
-  CheckLength(ref.key, "key",
-              "The key is \"" + Clip(ref.key, kQuotedBytes) + "\" in scope \"" + Clip(ref.scope, kQuotedBytes) + "\".");
+  // The messages are built only for a bad length: every call comes through here.
+  if (BadLength(ref.scope))
+    CheckLength(ref.scope, "scope",
+                "The scope is \"" + Clip(ref.scope, kQuotedBytes) + "\" (key \"" + Clip(ref.key, kQuotedBytes) + "\").");
+  if (BadLength(ref.key))
+    CheckLength(ref.key, "key",
+                "The key is \"" + Clip(ref.key, kQuotedBytes) + "\" in scope \"" + Clip(ref.scope, kQuotedBytes) + "\".");
   return ref;
 }
 
