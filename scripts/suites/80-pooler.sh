@@ -133,5 +133,32 @@ else
   fail "demo server or load client not built"
 fi
 
+# ---- the portable edition's concurrency test, through the pooler -------------------------
+if [ -f "$REPO_ROOT/sql/portable/pg_idempotency_portable.sql" ] && [ -f "$REPO_ROOT/test/portable/concurrency.sh" ]; then
+  # As scripts/suites/15-portable.sh sets it up: the edition installed by its
+  # (non-superuser) owner, an application role with the documented grants.
+  (
+    cd "$REPO_ROOT" && source test/portable/lib.sh
+    fresh_db portable_pooler && install_portable portable_pooler >/dev/null 2>&1
+    sql postgres -c "SET client_min_messages = warning" -c "DROP ROLE IF EXISTS pgi_pooler_app" \
+      -c "CREATE ROLE pgi_pooler_app LOGIN" >/dev/null
+    sql portable_pooler -c "GRANT USAGE ON SCHEMA idempotency TO pgi_pooler_app" \
+      -c "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA idempotency TO pgi_pooler_app" \
+      -c "GRANT SELECT, INSERT, UPDATE, DELETE ON idempotency.keys TO pgi_pooler_app" \
+      -c "CREATE SCHEMA conc AUTHORIZATION pgi_pooler_app" >/dev/null
+    log "the portable edition's concurrency test through PgBouncer"
+    PGHOST=127.0.0.1 PGPORT=$BOUNCER_PORT PGDATABASE=portable_pooler PGUSER=pgi_pooler_app CONC_SCHEMA=conc \
+      bash test/portable/concurrency.sh 12 2
+    echo "exit $?"
+    drop_db portable_pooler
+    sql postgres -c "DROP ROLE IF EXISTS pgi_pooler_app" >/dev/null
+  ) >"$WORK/portable.log" 2>&1
+  p=$(grep -c '^PASS: ' "$WORK/portable.log"); f=$(grep -c '^FAIL: ' "$WORK/portable.log")
+  grep -q '^exit 0$' "$WORK/portable.log" || [ "$f" -gt 0 ] || f=1
+  passed=$((passed + p)); failed=$((failed + f))
+  log "portable edition through PgBouncer: $p passed, $f failed"
+  [ "$f" -gt 0 ] && grep -vE '^PASS: ' "$WORK/portable.log" | tail -30 >&2
+fi
+
 echo "$passed $failed pooler" >>"$SUITE_COUNTS"
 [ "$failed" -eq 0 ]
