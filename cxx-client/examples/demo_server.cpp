@@ -1,7 +1,7 @@
 // idempotency-demo-server: a payment endpoint that honours Idempotency-Key
 // (IETF draft / Stripe style), built on pg_idempotency's cpp-httplib middleware.
 //
-//   idempotency-demo-server --listen 127.0.0.1:8080 --db "dbname=app"
+//   idempotency-demo-server --listen 127.0.0.1:8080 --db "dbname=app" [--pooler]
 //
 //   POST /payments   Idempotency-Key: <1-255 bytes>
 //                    {"amount": 100, "currency": "EUR", "delay_ms": 0}
@@ -31,10 +31,13 @@ using nlohmann::json;
 namespace {
 
 std::string g_conninfo;
+idempotency::ClientOptions g_client_options;  // --pooler: ClientOptions::pooler
 std::mutex g_log_mutex;
 
 // The one place that says how the service connects to the database.
-std::unique_ptr<idempotency::Client> connect_db() { return std::make_unique<idempotency::Client>(g_conninfo); }
+std::unique_ptr<idempotency::Client> connect_db() {
+  return std::make_unique<idempotency::Client>(g_conninfo, g_client_options);
+}
 
 void exec_or_die(PGconn* conn, const char* sql) {
   PGresult* r = PQexec(conn, sql);
@@ -115,10 +118,12 @@ void count_payments(const httplib::Request&, httplib::Response& res, PGconn* con
 
 [[noreturn]] void usage() {
   std::cerr << "usage: idempotency-demo-server --listen HOST:PORT --db CONNINFO [--threads N]\n"
-               "         [--keep-alive REQUESTS] [--bench-routes]\n"
+               "         [--keep-alive REQUESTS] [--bench-routes] [--pooler]\n"
                "  --keep-alive     requests per HTTP connection (default 1: one per connection)\n"
                "  --bench-routes   also serve POST /bench/payments-plain: the same payment without\n"
-               "                   the idempotency calls (bench/http/run compares the two)\n";
+               "                   the idempotency calls (bench/http/run compares the two)\n"
+               "  --pooler         --db is a transaction pooler (PgBouncer pool_mode = transaction):\n"
+               "                   unnamed statements only, nothing kept between transactions\n";
   std::exit(2);
 }
 
@@ -141,6 +146,8 @@ int main(int argc, char** argv) {
       keep_alive = std::atoi(argv[++i]);
     else if (a == "--bench-routes")
       bench_routes = true;
+    else if (a == "--pooler")
+      g_client_options.pooler = true;
     else
       usage();
   }

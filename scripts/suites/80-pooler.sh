@@ -46,7 +46,7 @@ gtest_counts() {
   [ -z "$p" ] && [ -z "$f" ] && failed=$((failed + 1))
   [ -n "$f" ] && grep -E '^\[  FAILED  \]|Failure|exception' "$1" | head -40 >&2
 }
-for bin in idempotency_client_tests idempotency_pooler_tests; do
+for bin in idempotency_client_tests idempotency_middleware_tests idempotency_pooler_tests; do
   exe=$BUILD_DIR/test/cxx/$bin
   if [ ! -x "$exe" ]; then fail "$bin not built"; continue; fi
   log "$bin through PgBouncer (pooler mode)"
@@ -131,6 +131,29 @@ if [ -x "$SERVER" ] && [ -x "$LOADER" ]; then
   direct -c "DROP DATABASE idempotency_pooler_demo WITH (FORCE)"
 else
   fail "demo server or load client not built"
+fi
+
+# ---- the Node.js example's tests, through the pooler ----------------------------------------
+# node-postgres sends unnamed statements unless a query is given a name, so the
+# example needs nothing special behind a transaction pooler.
+NODE_DIR=$REPO_ROOT/examples/node
+if [ -f "$NODE_DIR/package.json" ]; then
+  if command -v node >/dev/null && command -v npm >/dev/null &&
+    { [ -d "$NODE_DIR/node_modules" ] || (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error) >"$WORK/npm.log" 2>&1; }; then
+    reporter=()
+    [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 19 ] && reporter=(--test-reporter=tap)
+    log "the Node example's tests through PgBouncer"
+    (cd "$NODE_DIR" && PGHOST=127.0.0.1 PGPORT=$BOUNCER_PORT timeout 600 node --test "${reporter[@]}" test/) >"$WORK/node.log" 2>&1
+    rc=$?
+    p=$(awk '/^# pass /{print $3}' "$WORK/node.log" | tail -1); f=$(awk '/^# fail /{print $3}' "$WORK/node.log" | tail -1)
+    p=${p:-0}; f=${f:-0}
+    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    passed=$((passed + p)); failed=$((failed + f))
+    log "Node example through PgBouncer: $p passed, $f failed"
+    [ "$f" -gt 0 ] && grep -E '^not ok|error|Error' "$WORK/node.log" | head -30 >&2
+  else
+    fail "Node example: node/npm missing or npm ci failed"; tail -5 "$WORK/npm.log" >&2 2>/dev/null
+  fi
 fi
 
 # ---- the portable edition's concurrency test, through the pooler -------------------------

@@ -68,6 +68,11 @@ class ConnectionPool {
       : make_(std::move(make)), max_size_(max_size < 1 ? 1 : max_size), timeout_(acquire_timeout) {}
   explicit ConnectionPool(const std::string& conninfo, std::size_t max_size = 8)
       : ConnectionPool([conninfo] { return std::make_unique<Client>(conninfo); }, max_size) {}
+  // Behind a transaction pooler (PgBouncer pool_mode = transaction):
+  // ClientOptions::pooler = true (see <idempotency/client.hpp>).
+  ConnectionPool(const std::string& conninfo, std::size_t max_size, const ClientOptions& client_options)
+      : ConnectionPool([conninfo, client_options] { return std::make_unique<Client>(conninfo, client_options); },
+                       max_size) {}
   ConnectionPool(const ConnectionPool&) = delete;
   ConnectionPool& operator=(const ConnectionPool&) = delete;
 
