@@ -60,6 +60,9 @@ consumer_scenario() {
   "$PG_BIN/dropdb" --if-exists "$CONSUMER_DB" >/dev/null 2>&1
   "$PG_BIN/createdb" "$CONSUMER_DB" || { _scenario_stop; return 1; }
   local common=(--redis "127.0.0.1:$redis_port" --db "host=$PGHOST port=$PGPORT user=$PGUSER dbname=$CONSUMER_DB")
+  # CONSUMER_CONNINFO (+ CONSUMER_FLAGS, e.g. --pooler): the consumers' database
+  # connection, e.g. through PgBouncer (scripts/suites/80-pooler.sh).
+  [ -n "${CONSUMER_CONNINFO:-}" ] && common=(--redis "127.0.0.1:$redis_port" --db "$CONSUMER_CONNINFO dbname=$CONSUMER_DB" ${CONSUMER_FLAGS:-})
   local logs=$_redis_dir
   "$CONSUMER_BIN" setup "${common[@]}" || { _scenario_stop; return 1; }
 

@@ -133,6 +133,28 @@ else
   fail "demo server or load client not built"
 fi
 
+# ---- the Redis Streams consumer demo, through the pooler ---------------------------------
+# scripts/demo --consumer's scenario (a consumer SIGKILLed between COMMIT and
+# XACK, one killed mid-stream and restarted) with the consumers' database
+# connections going through PgBouncer in pooler mode.
+if [ -f "$REPO_ROOT/scripts/lib/consumer-scenario.sh" ]; then
+  (
+    source "$REPO_ROOT/scripts/lib/consumer-scenario.sh"
+    trap '_scenario_stop' EXIT
+    log "the consumer scenario (600 payments) through PgBouncer"
+    CONSUMER_CONNINFO="$BOUNCER" CONSUMER_FLAGS=--pooler consumer_scenario 600 10
+  ) >"$WORK/consumer.log" 2>&1
+  rc=$?
+  report=$(grep '^REPORT ' "$WORK/consumer.log")
+  value() { sed -nE "s/.* $1=([0-9]+).*/\1/p" <<<"$report"; }
+  if [ $rc -eq 0 ] && [ "$(value effects)" = 600 ] && [ "$(value duplicates_in_ledger)" = 0 ] &&
+    [ "$(value missing)" = 0 ] && [ "$(value pending)" = 0 ] && [ "$(value deliveries)" -ge 660 ]; then
+    ok "consumer demo through PgBouncer: $report"
+  else
+    fail "consumer demo through PgBouncer (exit $rc): ${report:-no report}"; tail -30 "$WORK/consumer.log" >&2
+  fi
+fi
+
 # ---- the Node.js example's tests, through the pooler ----------------------------------------
 # node-postgres sends unnamed statements unless a query is given a name, so the
 # example needs nothing special behind a transaction pooler.

@@ -40,9 +40,15 @@ std::string sql(PGconn* conn, const char* statement, std::initializer_list<std::
   return out;
 }
 
+idempotency::ClientOptions client_options(const Options& o) {
+  idempotency::ClientOptions c;
+  c.pooler = o.pooler;
+  return c;
+}
+
 class Consumer {
  public:
-  explicit Consumer(const Options& o) : o_(o), redis_(o.redis_host, o.redis_port), db_(o.db) {
+  explicit Consumer(const Options& o) : o_(o), redis_(o.redis_host, o.redis_port), db_(o.db, client_options(o)) {
     once_options_.wait = std::chrono::milliseconds(o.wait_ms);
   }
 

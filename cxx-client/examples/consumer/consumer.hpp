@@ -13,7 +13,8 @@ namespace demo {
 struct Options {
   std::string redis_host = "127.0.0.1";
   int redis_port = 6379;
-  std::string db;  // libpq conninfo
+  std::string db;       // libpq conninfo
+  bool pooler = false;  // --pooler: db is a transaction pooler (ClientOptions::pooler)
   std::string stream = "payments";
   std::string group = "ledger";
   std::string name = "consumer-1";  // consume: this consumer's name in the group

@@ -1,5 +1,5 @@
 // idempotency-demo-consumer MODE [options]: see consumer.hpp.
-//   --redis HOST:PORT  --db CONNINFO  --stream NAME  --group NAME
+//   --redis HOST:PORT  --db CONNINFO  --stream NAME  --group NAME  --pooler
 //   consume: --name NAME  --crash-after-commit N  --min-idle-ms MS  --wait-ms MS
 //   produce: --count N  --duplicate-every N  --batch N  --pause-ms MS
 #include <cstdlib>
@@ -13,7 +13,7 @@ namespace {
 
 int usage() {
   std::cerr << "usage: idempotency-demo-consumer setup|produce|consume|report --redis HOST:PORT --db CONNINFO\n"
-               "         [--stream payments] [--group ledger]\n"
+               "         [--stream payments] [--group ledger] [--pooler]\n"
                "         consume: [--name NAME] [--crash-after-commit N] [--min-idle-ms MS] [--wait-ms MS]\n"
                "         produce: [--count N] [--duplicate-every N] [--batch N] [--pause-ms MS]\n";
   return 64;
@@ -27,6 +27,10 @@ int main(int argc, char** argv) {
   demo::Options o;
   for (int i = 2; i < argc; ++i) {
     const std::string flag = argv[i];
+    if (flag == "--pooler") {  // --db is a transaction pooler: unnamed statements only
+      o.pooler = true;
+      continue;
+    }
     if (i + 1 >= argc) return usage();
     const std::string value = argv[++i];
     if (flag == "--redis") {
