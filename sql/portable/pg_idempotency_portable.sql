@@ -7,8 +7,12 @@
 --
 -- Run it as any role with CREATE on the database (no superuser needed); that
 -- role owns the schema. Running it again upgrades in place and keeps every
--- key and every grant. It refuses, changing nothing, where the extension is
--- installed. The whole script is one transaction.
+-- key and every grant: types and the table are created only when missing,
+-- functions are replaced (same oids), and a later version's file changes what
+-- it must after reading idempotency._portable_version(). It refuses, changing
+-- nothing, where the extension is installed. The whole script is one
+-- transaction. Moving to or from the extension: to_extension.sql,
+-- from_extension.sql beside this file.
 --
 -- The same discipline as the extension:
 --   * callers' rights (no SECURITY DEFINER): privileges and row-level security
