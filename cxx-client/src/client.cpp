@@ -423,10 +423,12 @@ struct Detail {
   // Leaves pipeline mode on every path, reading whatever results are left.
   struct PipelineScope {
     PGconn* conn;
+    bool sync_sent = false;  // without a Sync the server sends nothing back: reading would block
     bool synced = false;
     ~PipelineScope() {
       if (PQpipelineStatus(conn) == PQ_PIPELINE_OFF) return;
-      for (int guard = 0; !synced && guard < 64 && PQstatus(conn) == CONNECTION_OK; ++guard) {
+      if (!sync_sent && PQstatus(conn) == CONNECTION_OK) sync_sent = PQpipelineSync(conn) == 1;
+      for (int guard = 0; sync_sent && !synced && guard < 64 && PQstatus(conn) == CONNECTION_OK; ++guard) {
         PGresult* r = PQgetResult(conn);
         if (r != nullptr && PQresultStatus(r) == PGRES_PIPELINE_SYNC) synced = true;
         PQclear(r);
@@ -470,7 +472,9 @@ struct Detail {
       sent = sent && PQsendQueryParams(c.conn_, after, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
       steps[n++] = kAfter;
     }
-    if (!sent || PQpipelineSync(c.conn_) != 1) throw_from(c.conn_, nullptr, what);
+    if (!sent) throw_from(c.conn_, nullptr, what);
+    if (PQpipelineSync(c.conn_) != 1) throw_from(c.conn_, nullptr, what);
+    scope.sync_sent = true;
 
     Result out, failed;
     Step failed_step = kBefore;
