@@ -13,7 +13,9 @@
 // Workloads: "new key" = execute() of a fresh key whose handler does no SQL
 // (BEGIN, claim, finish, COMMIT), "replay" = execute() of a completed key
 // (BEGIN, claim, COMMIT), "claim" = a bare claim() replay (one statement).
-// Prints the median over the rounds (and min-max) in microseconds per call and
+// Each round's figure is the median of its calls' latencies (a busy machine's
+// scheduling stalls hit single calls, which a mean would smear over all);
+// prints the median over the rounds (and min-max) in microseconds per call and
 // the ratio of each median to "prepared, sequential, direct"; for the direct
 // connection also the server process's CPU time per call (from /proc, so the
 // benchmark must run on the server's machine), which a busy machine disturbs
@@ -65,10 +67,18 @@ double process_cpu_us(int pid) {
   return ticks * 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 double run(Client& client, Workload w, const std::string& scope, int round, int calls) {
   const auto handler = [](PGconn*) { return Response{201, R"({"id":1,"amount":100,"currency":"EUR"})", ""}; };
-  const auto start = SteadyClock::now();
+  std::vector<double> each;  // microseconds per call
+  each.reserve(static_cast<std::size_t>(calls));
   for (int i = 0; i < calls; ++i) {
+    const auto start = SteadyClock::now();
     switch (w) {
       case kNewKey: {
         auto r = client.execute(scope, "r" + std::to_string(round) + "-" + std::to_string(i), std::nullopt, handler);
@@ -88,15 +98,9 @@ double run(Client& client, Workload w, const std::string& scope, int round, int 
       default:
         break;
     }
+    each.push_back(std::chrono::duration<double, std::micro>(SteadyClock::now() - start).count());
   }
-  const std::chrono::duration<double, std::micro> took = SteadyClock::now() - start;
-  return took.count() / calls;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+  return median(std::move(each));
 }
 
 }  // namespace
@@ -160,8 +164,10 @@ int main(int argc, char** argv) {
         }
       }
     }
-    std::printf("%d rounds x %d calls per mode and workload, interleaved; us per call, median (min-max)\n", rounds,
-                calls);
+    std::printf(
+        "%d rounds x %d calls per mode and workload, interleaved; us per call: median over the rounds (min-max) of\n"
+        "each round's median call\n",
+        rounds, calls);
     std::printf("ratio = median / median of \"prepared, sequential\" on the direct connection (lower is faster);\n");
     std::printf("server cpu = the server process's CPU time per call, median over the rounds (direct only)\n\n");
     for (int w = 0; w < kWorkloads; ++w) {
