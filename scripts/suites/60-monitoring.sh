@@ -55,6 +55,13 @@ check "the stuck-work gauges are exported (0 in a fresh database)" \
   test "$(value pg_idempotency_stuck_keys)" = 0 -a "$(value pg_idempotency_stuck_oldest_seconds)" = 0
 check "the expired-key gauges are exported" test -n "$(value pg_idempotency_expired_keys)"
 
+# CREATE EXTENSION gave this database a sweeper turn at once: let it end, so
+# that the expired keys below stay until this test sweeps them.
+for _ in $(seq 1 100); do
+  [ "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE datname = '$DB' AND backend_type = 'pg_idempotency sweeper'")" = 0 ] && break
+  sleep 0.1
+done
+
 # Real calls: 5 claimed and finished, 3 replays, 2 mismatches, 1 in_progress,
 # 1 release, 1 takeover (2 claims), 4 expired keys swept.
 q >/dev/null <<'SQL'
