@@ -1,10 +1,13 @@
-#include "store.hpp"
-
 #include <array>
 #include <cstddef>
+#include <string>
+
+#include "store.hpp"
+#include "sweep_sql.hpp"
 
 #include "boundary.hpp"
 #include "bounded_wait.hpp"
+#include "citus.hpp"
 #include "direct_read.hpp"
 #include "pg_headers.hpp"
 
@@ -28,7 +31,6 @@ enum class Statement : std::size_t {
   Checkpoint,
   Release,
   Lookup,
-  Sweep,
   InsertCompleted,
   TakeOverCompleted,
   InsertAbsent,
@@ -99,16 +101,6 @@ const StatementText kStatements[] = {
     {"SELECT k FROM idempotency.keys AS k WHERE" KEY_IS "AND k.expires_at" GT "$3",
      3,
      {TEXTOID, TEXTOID, TIMESTAMPTZOID}},
-    // Sweep: $1 now, $2 limit. Rows are picked through the expires_at index and
-    // locked with SKIP LOCKED, so a row a claim is working on is left alone
-    // and nobody waits on the sweep's choice; deleted by ctid (a TID scan).
-    {"DELETE FROM idempotency.keys WHERE ctid" EQ "ANY (ARRAY("
-     "  SELECT e.ctid FROM idempotency.keys AS e"
-     "  WHERE e.expires_at" LE "$1"
-     "    AND (e.state OPERATOR(pg_catalog.<>) " IN_PROGRESS " OR e.locked_until IS NULL OR e.locked_until" LE "$1)"
-     "  ORDER BY e.expires_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
-     2,
-     {TIMESTAMPTZOID, INT8OID}},
     // InsertCompleted (once()): Insert's parameters, but the key is recorded
     // completed at once: no response, no fingerprint, no lease ($3 and $7
     // unused).
@@ -318,12 +310,57 @@ Datum LookupLive(const args::KeyRef& key, TimestampTz now, MemoryContext into) {
   });
 }
 
-uint64 SweepExpired(TimestampTz now, int64 limit) {
-  return PgCall([&] {
-    Datum values[] = {TimestampTzGetDatum(now), Int64GetDatum(limit)};
-    Execute(Statement::Sweep, values, nullptr, 0);
-    return static_cast<uint64>(SPI_processed);
+namespace {
+
+// Kept plans of the sweep (Local on idempotency.keys, Distributed); a shard's
+// statement names the shard and is planned each time.
+SPIPlanPtr sweep_plans[2] = {};
+
+// Runs one sweep statement; returns how many rows it deleted. Call only inside PgCall.
+uint64 RunSweep(const char* sql, SPIPlanPtr* keep, TimestampTz now, int64 limit) {
+  Oid argtypes[] = {TIMESTAMPTZOID, INT8OID};
+  Datum values[] = {TimestampTzGetDatum(now), Int64GetDatum(limit)};
+  int rc;
+  if (keep == nullptr) {
+    rc = SPI_execute_with_args(sql, 2, argtypes, values, nullptr, false, 0);
+  } else {
+    if (*keep == nullptr) {
+      SPIPlanPtr plan = SPI_prepare(sql, 2, argtypes);
+      if (plan == nullptr) elog(ERROR, "pg_idempotency: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+      if (SPI_keepplan(plan) != 0) elog(ERROR, "pg_idempotency: SPI_keepplan failed");
+      *keep = plan;
+    }
+    rc = SPI_execute_plan(*keep, values, nullptr, false, 0);
+  }
+  if (rc < 0) elog(ERROR, "pg_idempotency: sweep failed: %s", SPI_result_code_string(rc));
+  return static_cast<uint64>(SPI_processed);
+}
+
+}  // namespace
+
+uint64 SweepExpired(TimestampTz now, int64 limit, SweepWhere where) {
+  const bool distributed = PgCall([] {
+    const Oid keys = citus::KeysTable();
+    return OidIsValid(keys) && citus::IsCitusTable(keys);
   });
+  if (!distributed) {
+    const std::string sql = sweep_sql::Statement(sweep_sql::Form::Local, sweep_sql::kKeysTable);
+    return PgCall([&] { return RunSweep(sql.c_str(), &sweep_plans[0], now, limit); });
+  }
+  if (where == SweepWhere::Everywhere) {
+    const std::string sql = sweep_sql::Statement(sweep_sql::Form::Distributed, sweep_sql::kKeysTable);
+    return PgCall([&] { return RunSweep(sql.c_str(), &sweep_plans[1], now, limit); });
+  }
+  // This node's shards in turn, one plain table each, until limit rows are
+  // gone: a short count still means "nothing more here" to the caller.
+  List* shards = PgCall([] { return citus::LocalShards(); });
+  uint64 deleted = 0;
+  for (int i = 0; i < list_length(shards) && deleted < static_cast<uint64>(limit); i++) {
+    const std::string sql = sweep_sql::Statement(sweep_sql::Form::Local, static_cast<const char*>(list_nth(shards, i)));
+    const int64 left = limit - static_cast<int64>(deleted);
+    deleted += PgCall([&] { return RunSweep(sql.c_str(), nullptr, now, left); });
+  }
+  return deleted;
 }
 
 }  // namespace pgi::store

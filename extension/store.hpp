@@ -101,8 +101,19 @@ bool Release(const args::KeyRef& key, int64 token, TimestampTz now);
 // The live row as an idempotency.keys composite Datum copied into `into`; 0 if none.
 Datum LookupLive(const args::KeyRef& key, TimestampTz now, MemoryContext into);
 
-// Deletes up to limit expired rows (never a leased in_progress one), skipping
-// rows locked by others. Returns how many. The one place the sweep lives.
-uint64 SweepExpired(TimestampTz now, int64 limit);
+// Where a sweep looks for expired rows. The two differ only when
+// idempotency.keys is distributed by Citus (see citus.hpp).
+enum class SweepWhere {
+  Everywhere,  // sweep(): every row of the table, through Citus when distributed
+  ThisNode,    // the background sweeper: the rows stored on this node (its shards)
+};
+
+// Deletes up to limit expired rows (never a leased in_progress one) and
+// returns how many. On a plain table, and per shard on a Citus node, rows
+// locked by others are skipped, so the sweep never waits for a claim. Through
+// Citus (Everywhere on a distributed table) the batch is chosen by primary key
+// and deleted in one distributed statement. The one place the sweep lives;
+// its text comes from sweep_sql.
+uint64 SweepExpired(TimestampTz now, int64 limit, SweepWhere where = SweepWhere::Everywhere);
 
 }  // namespace pgi::store

@@ -121,7 +121,7 @@ int64 SweepTransaction(int64 limit) {
   uint64 deleted = 0;
   if (present && limit > 0) {
     store::Connect();
-    deleted = store::SweepExpired(GetCurrentTransactionStartTimestamp(), limit);
+    deleted = store::SweepExpired(GetCurrentTransactionStartTimestamp(), limit, store::SweepWhere::ThisNode);
     store::Disconnect();
   }
   PgCall([] {
