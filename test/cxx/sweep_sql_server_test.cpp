@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -66,21 +68,26 @@ class Env : public ::testing::Environment {
       }
     }
     Conn db(DbName());
+    // ctest runs each case as its own process, in parallel: one CREATE EXTENSION at a time.
+    db.Exec("SELECT pg_advisory_lock(7170017)");
     db.Exec("CREATE EXTENSION IF NOT EXISTS pg_idempotency");
+    db.Exec("SELECT pg_advisory_unlock(7170017)");
   }
 };
 const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new Env);
 
-// A scratch "shard": a copy of idempotency.keys with its primary key, in its
-// own schema, filled with one row of each kind. Rows whose key starts with
-// "gone" are the sweepable ones; gone1 expired first.
-constexpr const char* kTable = "sweep_sql_test.keys_102008";
+// A scratch "shard": a copy of idempotency.keys with its primary key, in a
+// schema of this process's own (ctest runs cases in parallel), filled with one
+// row of each kind. Rows whose key starts with "gone" are the sweepable ones;
+// gone1 expired first.
+const std::string kSchema = "sweep_sql_test_" + std::to_string(getpid());
+const std::string kTable = kSchema + ".keys_102008";
 
 void Fill(Conn& c) {
-  c.Exec("DROP SCHEMA IF EXISTS sweep_sql_test CASCADE");
-  c.Exec("CREATE SCHEMA sweep_sql_test");
-  c.Exec(std::string("CREATE TABLE ") + kTable + " (LIKE idempotency.keys INCLUDING ALL)");
-  c.Exec(std::string("INSERT INTO ") + kTable +
+  c.Exec("DROP SCHEMA IF EXISTS " + kSchema + " CASCADE");
+  c.Exec("CREATE SCHEMA " + kSchema);
+  c.Exec("CREATE TABLE " + kTable + " (LIKE idempotency.keys INCLUDING ALL)");
+  c.Exec("INSERT INTO " + kTable +
          " (scope, key, state, token, attempt, locked_until, created_at, completed_at, expires_at) VALUES"
          " ('s', 'gone1', 'completed', 1, 1, NULL, now() - '3h'::interval, now() - '3h'::interval,"
          "  now() - '2h'::interval),"
@@ -94,9 +101,7 @@ void Fill(Conn& c) {
          "  now() + '1h'::interval)");
 }
 
-std::string Remaining(Conn& c) {
-  return c.Exec(std::string("SELECT string_agg(key, ',' ORDER BY key) FROM ") + kTable);
-}
+std::string Remaining(Conn& c) { return c.Exec("SELECT string_agg(key, ',' ORDER BY key) FROM " + kTable); }
 
 std::string Sweep(Conn& c, Form form, const char* limit) {
   return c.Exec(pgi::sweep_sql::Statement(form, kTable), "now", limit);
@@ -104,7 +109,7 @@ std::string Sweep(Conn& c, Form form, const char* limit) {
 
 class SweepSqlServer : public ::testing::TestWithParam<Form> {
  protected:
-  void TearDown() override { Conn(DbName()).Exec("DROP SCHEMA IF EXISTS sweep_sql_test CASCADE"); }
+  void TearDown() override { Conn(DbName()).Exec("DROP SCHEMA IF EXISTS " + kSchema + " CASCADE"); }
 };
 
 TEST_P(SweepSqlServer, DeletesExactlyTheExpiredRowsNoLeasedOne) {
@@ -131,7 +136,7 @@ TEST_P(SweepSqlServer, KeepsARowTakenOverWhileTheSweepWaited) {
   Fill(c);
   Conn claim(DbName());
   claim.Exec("BEGIN");
-  claim.Exec(std::string("UPDATE ") + kTable +
+  claim.Exec("UPDATE " + kTable +
              " SET expires_at = now() + '1h'::interval, state = 'in_progress', locked_until = now() + '1m'::interval"
              " WHERE key = 'gone1'");
   if (GetParam() == Form::Local) {
