@@ -15,6 +15,14 @@ namespace pgi::bounded_wait {
 template <typename Fn>
 bool Run(int timeout_ms, Fn&& fn);
 
+// For waits that lock_timeout cannot bound because they happen on another
+// server (a Citus worker): fn must not wait but fail at once with 55P03
+// (e.g. FOR UPDATE NOWAIT). Runs fn as Run does, again every few
+// milliseconds until it completes (true) or timeout_ms has passed (false);
+// at least once. Call only inside PgCall.
+template <typename Fn>
+bool Poll(int timeout_ms, Fn&& fn);
+
 }  // namespace pgi::bounded_wait
 
 #include "bounded_wait_impl.hpp"

@@ -53,4 +53,19 @@ bool Run(int timeout_ms, Fn&& fn) {
   return completed;
 }
 
+template <typename Fn>
+bool Poll(int timeout_ms, Fn&& fn) {
+  constexpr long kPollMs = 5;
+  const TimestampTz deadline = GetCurrentTimestamp() + static_cast<int64>(timeout_ms) * 1000;
+  for (;;) {
+    if (Run(0, fn)) return true;
+    const TimestampTz now = GetCurrentTimestamp();
+    if (now >= deadline) return false;
+    const long sleep_ms = Min(kPollMs, static_cast<long>((deadline - now + 999) / 1000));
+    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, sleep_ms, PG_WAIT_EXTENSION);
+    ResetLatch(MyLatch);
+    CHECK_FOR_INTERRUPTS();
+  }
+}
+
 }  // namespace pgi::bounded_wait

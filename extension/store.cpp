@@ -34,6 +34,7 @@ enum class Statement : std::size_t {
   InsertCompleted,
   TakeOverCompleted,
   InsertAbsent,
+  LockRowNowait,
   kCount
 };
 
@@ -136,6 +137,9 @@ const StatementText kStatements[] = {
      " RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until",
      7,
      {TEXTOID, TEXTOID, BYTEAOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}},
+    // LockRowNowait: before a takeover on a Citus table, whose row waits
+    // happen on a worker where the caller's lock_timeout does not reach.
+    {"SELECT 1 FROM idempotency.keys AS k WHERE" KEY_IS "FOR UPDATE NOWAIT", 2, {TEXTOID, TEXTOID}},
 };
 static_assert(sizeof kStatements / sizeof kStatements[0] == static_cast<std::size_t>(Statement::kCount));
 
@@ -226,9 +230,16 @@ ClaimedRow WriteClaim(Statement which, const args::KeyRef& key, const NewClaim& 
                       TimestampTzGetDatum(claim.locked_until)};
     const char nulls[] = {' ', ' ', NullFlag(claim.fingerprint), ' ', ' ', ' ', ' ', '\0'};
     auto execute = [&] { Execute(which, values, nulls, 1); };
+    // On a Citus table the row lives on a worker, where lock_timeout set here
+    // does not reach: lock it with NOWAIT and try again until the wait is over.
+    auto lock_then_execute = [&] {
+      Execute(Statement::LockRowNowait, values, nullptr, 1);
+      execute();
+    };
     if (row_wait_ms < 0) {
       execute();
-    } else if (!bounded_wait::Run(row_wait_ms, execute)) {
+    } else if (!(citus::IsCitusTable(citus::KeysTable()) ? bounded_wait::Poll(row_wait_ms, lock_then_execute)
+                                                         : bounded_wait::Run(row_wait_ms, execute))) {
       result.timed_out = true;
       return result;
     }
