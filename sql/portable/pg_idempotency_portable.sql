@@ -268,7 +268,7 @@ RETURNS void LANGUAGE plpgsql STABLE PARALLEL SAFE
 AS $fn$
 DECLARE why text;
 BEGIN
-  IF r.scope IS NULL THEN
+  IF r.expires_at IS NULL THEN  -- (expires_at is NOT NULL in the table: absent)
     why := 'No such key exists (never claimed, released, or swept).';
   ELSIF r.expires_at OPERATOR(pg_catalog.<=) t_now THEN
     why := 'The key has expired.';
@@ -379,8 +379,14 @@ BEGIN
   END IF;
 
   -- 1. First look, read-only: replays and mismatches answer here without a
-  -- lock, a row lock, an xid or WAL.
-  SELECT * INTO seen FROM idempotency.keys AS k
+  -- lock, a row lock, an xid or WAL. Every read names the columns the
+  -- extension reads (not created_at, completed_at), so column privileges on
+  -- those suffice, as for the extension.
+  SELECT k.fingerprint, k.state, k.token, k.attempt, k.recovery_point
+         , k.expires_at, k.locked_until, k.response_status, k.response_headers, k.response_body
+    INTO seen.fingerprint, seen.state, seen.token, seen.attempt, seen.recovery_point
+         , seen.expires_at, seen.locked_until, seen.response_status, seen.response_headers, seen.response_body
+    FROM idempotency.keys AS k
    WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key;
   found_row := FOUND;
   r := seen;
@@ -457,7 +463,8 @@ BEGIN
       VALUES (p_scope, p_key, p_fp, 'in_progress'::idempotency.state, v_token, 1, NULL,
               v_locked, t_now, NULL, v_expires, NULL, NULL, NULL)
       ON CONFLICT (scope, key) DO NOTHING
-      RETURNING k.* INTO r;
+      RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until
+           INTO r.attempt, r.recovery_point, r.expires_at, r.locked_until;
       claimed := FOUND;
     ELSE
       -- An existing row: re-use it when expired, take it over when its lease
@@ -494,7 +501,8 @@ BEGIN
                 OR (k.state OPERATOR(pg_catalog.=) 'in_progress'::idempotency.state
                     AND k.locked_until OPERATOR(pg_catalog.<=) t_now
                     AND (k.fingerprint IS NULL OR p_fp IS NULL OR k.fingerprint OPERATOR(pg_catalog.=) p_fp)))
-        RETURNING k.* INTO r;
+        RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until
+             INTO r.attempt, r.recovery_point, r.expires_at, r.locked_until;
         claimed := FOUND;
         PERFORM pg_catalog.set_config('lock_timeout', saved_timeout, true);
       EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
@@ -513,14 +521,18 @@ BEGIN
       RETURN res;
     END IF;
     -- The row is not what the first look saw (committed or swept since).
-    SELECT * INTO r FROM idempotency.keys AS k
+    SELECT k.fingerprint, k.state, k.token, k.attempt, k.recovery_point
+           , k.expires_at, k.locked_until, k.response_status, k.response_headers, k.response_body
+      INTO r.fingerprint, r.state, r.token, r.attempt, r.recovery_point
+           , r.expires_at, r.locked_until, r.response_status, r.response_headers, r.response_body
+      FROM idempotency.keys AS k
      WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key;
     found_row := FOUND;
   END LOOP;
 
   -- in_progress: what is known of the holder, if its row is visible at all.
   res.outcome := 'in_progress';
-  IF found_row AND r.scope IS NOT NULL AND r.expires_at OPERATOR(pg_catalog.>) t_now THEN
+  IF found_row AND r.expires_at OPERATOR(pg_catalog.>) t_now THEN
     res.attempt := r.attempt;
     res.expires_at := r.expires_at;
     res.locked_until := r.locked_until;
@@ -591,7 +603,11 @@ BEGIN
     RETURN true;
   END IF;
 
-  SELECT * INTO r FROM idempotency.keys AS k
+  SELECT k.fingerprint, k.state, k.token, k.attempt, k.recovery_point
+         , k.expires_at, k.locked_until, k.response_status, k.response_headers, k.response_body
+    INTO r.fingerprint, r.state, r.token, r.attempt, r.recovery_point
+         , r.expires_at, r.locked_until, r.response_status, r.response_headers, r.response_body
+    FROM idempotency.keys AS k
    WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key;
   IF NOT FOUND OR r.expires_at OPERATOR(pg_catalog.<=) t_now OR r.token OPERATOR(pg_catalog.<>) p_token
      OR r.state OPERATOR(pg_catalog.<>) 'completed'::idempotency.state THEN
@@ -662,7 +678,11 @@ BEGIN
      AND k.token OPERATOR(pg_catalog.=) p_token AND k.state OPERATOR(pg_catalog.=) 'in_progress'::idempotency.state
      AND k.expires_at OPERATOR(pg_catalog.>) t_now;
   IF NOT FOUND THEN
-    SELECT * INTO r FROM idempotency.keys AS k
+    SELECT k.fingerprint, k.state, k.token, k.attempt, k.recovery_point
+           , k.expires_at, k.locked_until, k.response_status, k.response_headers, k.response_body
+      INTO r.fingerprint, r.state, r.token, r.attempt, r.recovery_point
+           , r.expires_at, r.locked_until, r.response_status, r.response_headers, r.response_body
+      FROM idempotency.keys AS k
      WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key;
     PERFORM idempotency._not_holder(p_scope, p_key, p_token, r, t_now);
   END IF;
@@ -699,7 +719,11 @@ BEGIN
      AND k.token OPERATOR(pg_catalog.=) p_token AND k.state OPERATOR(pg_catalog.=) 'in_progress'::idempotency.state
      AND k.expires_at OPERATOR(pg_catalog.>) t_now;
   IF NOT FOUND THEN
-    SELECT * INTO r FROM idempotency.keys AS k
+    SELECT k.fingerprint, k.state, k.token, k.attempt, k.recovery_point
+           , k.expires_at, k.locked_until, k.response_status, k.response_headers, k.response_body
+      INTO r.fingerprint, r.state, r.token, r.attempt, r.recovery_point
+           , r.expires_at, r.locked_until, r.response_status, r.response_headers, r.response_body
+      FROM idempotency.keys AS k
      WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key;
     PERFORM idempotency._not_holder(p_scope, p_key, p_token, r, t_now);
   END IF;
@@ -865,7 +889,11 @@ BEGIN
       'once() records the key it processes, and this server is in recovery (a read replica).');
   END IF;
   -- First look, read-only: a processed key answers here without a lock or an xid.
-  SELECT * INTO r FROM idempotency.keys AS k
+  SELECT k.fingerprint, k.state, k.token, k.attempt, k.recovery_point
+         , k.expires_at, k.locked_until, k.response_status, k.response_headers, k.response_body
+    INTO r.fingerprint, r.state, r.token, r.attempt, r.recovery_point
+         , r.expires_at, r.locked_until, r.response_status, r.response_headers, r.response_body
+    FROM idempotency.keys AS k
    WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key;
   found_row := FOUND;
   <<decide>>
@@ -882,7 +910,11 @@ BEGIN
         END IF;
         PERFORM pg_catalog.pg_sleep(least(0.05, greatest(0.001, pg_catalog.date_part('epoch',
                   wait_until OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()))));
-        SELECT * INTO r FROM idempotency.keys AS k
+        SELECT k.fingerprint, k.state, k.token, k.attempt, k.recovery_point
+               , k.expires_at, k.locked_until, k.response_status, k.response_headers, k.response_body
+          INTO r.fingerprint, r.state, r.token, r.attempt, r.recovery_point
+               , r.expires_at, r.locked_until, r.response_status, r.response_headers, r.response_body
+          FROM idempotency.keys AS k
          WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key;
         found_row := FOUND;
         CONTINUE decide;
@@ -965,7 +997,11 @@ BEGIN
     END IF;
     -- Someone else's row is there now (committed since the first look): look
     -- again and answer for it.
-    SELECT * INTO r FROM idempotency.keys AS k
+    SELECT k.fingerprint, k.state, k.token, k.attempt, k.recovery_point
+           , k.expires_at, k.locked_until, k.response_status, k.response_headers, k.response_body
+      INTO r.fingerprint, r.state, r.token, r.attempt, r.recovery_point
+           , r.expires_at, r.locked_until, r.response_status, r.response_headers, r.response_body
+      FROM idempotency.keys AS k
      WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key;
     found_row := FOUND;
   END LOOP;

@@ -9,14 +9,17 @@ goes through two rewrites and nothing else (see test/portable/differences.md):
           extension would (the portable edition is installed beforehand, by a
           non-superuser): silently on the run's first call (the extension is
           created there), with the server's NOTICE "already exists, skipping"
-          afterwards. Its echo is the original line.
+          afterwards. `DROP EXTENSION pg_idempotency;` drops the edition's
+          schema, and a later CREATE EXTENSION runs the install script again
+          as that non-superuser. Each echoes as the original line.
   output  PL/pgSQL adds the portable functions' own frames to an error's
           CONTEXT (e.g. "PL/pgSQL function idempotency.claim(...) line 30 at
           RAISE"); a C function has none. Those inner frames are removed and
           the caller's own frames (a DO block, a test's function) are kept.
 
 Environment: PORTABLE_REAL_PSQL (the real psql), PORTABLE_STATE_DIR (where the
-"first CREATE EXTENSION seen" mark is kept for the run).
+"created" marks are kept for the run), PORTABLE_SQL and PORTABLE_OWNER (the
+install script and the role that runs it).
 """
 import os
 import re
@@ -24,6 +27,7 @@ import subprocess
 import sys
 
 CREATE = re.compile(r'^\s*CREATE\s+EXTENSION\s+(IF\s+NOT\s+EXISTS\s+)?"?pg_idempotency"?[^;]*;\s*$', re.I)
+DROP = re.compile(r'^\s*DROP\s+EXTENSION\s+(IF\s+EXISTS\s+)?"?pg_idempotency"?\s*;\s*$', re.I)
 BEGIN_MARK = "--PGI-PORTABLE-CREATE-EXTENSION "
 END_MARK = "--PGI-PORTABLE-END"
 
@@ -38,19 +42,37 @@ def rewrite_input(text, state_dir):
     out = []
     mark = os.path.join(state_dir, "created")
     for line in text.split("\n"):
-        if not CREATE.match(line):
+        create, drop = CREATE.match(line), DROP.match(line)
+        if not create and not drop:
             out.append(line)
             continue
         out.append(BEGIN_MARK + line)
-        if os.path.exists(mark) or not CREATE.match(line).group(1):
+        if drop:
+            # The edition's DROP EXTENSION: its schema goes (quietly, as
+            # DROP EXTENSION drops its members without a NOTICE).
+            out.append("DO $pgi$DECLARE m text := current_setting('client_min_messages'); BEGIN "
+                       "PERFORM set_config('client_min_messages', 'warning', true); "
+                       "DROP SCHEMA idempotency CASCADE; PERFORM set_config('client_min_messages', m, true); END$pgi$;")
+            if os.path.exists(mark):
+                os.unlink(mark)
+        elif os.path.exists(mark):
             # IF NOT EXISTS on an existing extension: the server's NOTICE.
             # (Without IF NOT EXISTS the extension would fail: 42710.)
-            if CREATE.match(line).group(1):
+            if create.group(1):
                 out.append("DO $pgi$BEGIN RAISE NOTICE 'extension \"pg_idempotency\" already exists, skipping'; END$pgi$;")
             else:
                 out.append("DO $pgi$BEGIN RAISE EXCEPTION 'extension \"pg_idempotency\" already exists' "
                            "USING ERRCODE = '42710'; END$pgi$;")
-        open(mark, "a").close()
+        elif os.environ.get("PORTABLE_SQL") and not os.path.exists(os.path.join(state_dir, "first")):
+            pass  # the run's first CREATE EXTENSION: installed beforehand
+        else:
+            # Created again after a DROP: the owner runs the script again.
+            out += ["\\set ECHO none", "DO $pgi$BEGIN END$pgi$;",
+                    "SET SESSION AUTHORIZATION " + os.environ["PORTABLE_OWNER"] + ";",
+                    "\\i " + os.environ["PORTABLE_SQL"], "RESET SESSION AUTHORIZATION;", "\\set ECHO all"]
+        if create:
+            open(mark, "a").close()
+            open(os.path.join(state_dir, "first"), "a").close()
         out.append(END_MARK)
     return "\n".join(out)
 
@@ -83,7 +105,7 @@ def rewrite_output(text):
             i += 1
             # drop the stand-in statement's echo, keep what the server said
             while i < len(lines) and lines[i] != END_MARK:
-                if not lines[i].startswith("DO $pgi$"):
+                if not lines[i].startswith("DO $pgi$") and not lines[i].startswith("\\set ECHO"):
                     out.append(lines[i])
                 i += 1
             i += 1

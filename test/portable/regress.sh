@@ -64,7 +64,7 @@ done
 
 cat >"$OUT/bin/psql" <<SH
 #!/bin/sh
-PORTABLE_REAL_PSQL="$PG_BIN/psql" PORTABLE_STATE_DIR="$OUT/state" exec python3 "$HERE/psql_as_portable.py" "\$@"
+PORTABLE_REAL_PSQL="$PG_BIN/psql" PORTABLE_STATE_DIR="$OUT/state" PORTABLE_SQL="$ROOT/sql/portable/pg_idempotency_portable.sql" PORTABLE_OWNER=$OWNER exec python3 "$HERE/psql_as_portable.py" "\$@"
 SH
 chmod +x "$OUT/bin/psql"
 
