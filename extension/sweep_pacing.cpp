@@ -4,10 +4,10 @@
 
 namespace pgi::sweeper::pacing {
 
-Micros PauseAfter(Micros elapsed, double throttle) {
-  if (elapsed <= 0 || throttle <= 0) return 0;
-  const double pause = static_cast<double>(elapsed) * throttle;
-  return static_cast<Micros>(std::min(pause, 1e6));
+Micros PauseOwed(Micros worked, Micros slept, double throttle) {
+  if (throttle <= 0) return 0;
+  const double owed = static_cast<double>(worked) * throttle - static_cast<double>(slept);
+  return owed <= 0 ? 0 : static_cast<Micros>(std::min(owed, 1e6));
 }
 
 std::int64_t NextLimit(std::int64_t last_limit, std::int64_t last_rows, Micros last_elapsed, std::int64_t batch_size,

@@ -14,6 +14,8 @@
 // transaction, logs a WARNING and the database's next turn comes one interval
 // later. Nothing with a destructor lives in a frame that a longjmp could
 // cross. FATAL (SIGTERM, postmaster death) exits the process directly.
+#include <time.h>
+
 #include <cstdio>
 #include <exception>
 
@@ -132,8 +134,19 @@ int64 SweepTransaction(int64 limit) {
   return present ? static_cast<int64>(deleted) : -1;
 }
 
-// Sleeps `us` unless signalled (SIGHUP, SIGTERM set the latch). Throws PgError.
-void Pause(int64 us) {
+// CPU time this process has used, in microseconds. Pacing counts work in CPU
+// time, not wall time: on a busy machine a batch that waits for a CPU is not
+// work, and counting it would shrink batches and lengthen pauses for nothing.
+int64 CpuMicros() {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) return 0;
+  return static_cast<int64>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
+// Sleeps `us` unless signalled (SIGHUP, SIGTERM set the latch) and returns
+// how long it really slept. Throws PgError.
+int64 Pause(int64 us) {
+  const TimestampTz start = GetCurrentTimestamp();
   if (us > 0) {
     const long ms = static_cast<long>((us + 999) / 1000);
     PgCall([ms] {
@@ -142,6 +155,7 @@ void Pause(int64 us) {
     });
   }
   PgCall([] { CHECK_FOR_INTERRUPTS(); });  // SIGTERM between batches
+  return GetCurrentTimestamp() - start;
 }
 
 // One turn: batches until one comes back short (or, with the sweeper off,
@@ -152,6 +166,8 @@ PassResult SweepPass(TimestampTz start) noexcept {
   int64 limit = 0;  // rows asked of the last batch
   int64 last_deleted = 0;
   int64 last_elapsed = 0;
+  int64 worked = 0;  // CPU time spent in sweep transactions this turn
+  int64 slept = 0;   // wall time spent pausing
   try {
     for (;;) {
       if (ConfigReloadPending) {
@@ -161,7 +177,7 @@ PassResult SweepPass(TimestampTz start) noexcept {
       limit = settings::SweeperEnabled() ? pacing::NextLimit(limit, last_deleted, last_elapsed, settings::SweepBatchSize(),
                                                              settings::SweepThrottle())
                                          : 0;
-      const TimestampTz batch_start = GetCurrentTimestamp();
+      const int64 batch_cpu = CpuMicros();
       const int64 deleted = SweepTransaction(limit);
       if (deleted < 0) {
         result.end = PassEnd::NoExtension;
@@ -175,17 +191,20 @@ PassResult SweepPass(TimestampTz start) noexcept {
       // them, and pg_stat_user_tables shows the deletions.
       const bool last = deleted < limit || limit == 0;
       PgCall([last] { pgstat_report_stat(last); });
+      // Turned off in the middle of a turn: turned on again, it goes on at once.
+      if (limit == 0 && result.transactions > 1) result.end = PassEnd::MoreLeft;
       if (last) break;
       const TimestampTz now = GetCurrentTimestamp();
       last_deleted = deleted;
-      last_elapsed = now - batch_start;
+      last_elapsed = Max(CpuMicros() - batch_cpu, 1);
+      worked += last_elapsed;
       const int64 budget = schedule::TurnBudget(static_cast<int64>(settings::SweepIntervalMs()) * 1000);
       if (now - start >= budget && OthersWaiting()) {
         PgCall([] { pgstat_report_stat(true); });
         result.end = PassEnd::MoreLeft;
         break;
       }
-      Pause(pacing::PauseAfter(last_elapsed, settings::SweepThrottle()));
+      slept += Pause(pacing::PauseOwed(worked, slept, settings::SweepThrottle()));
     }
   } catch (const PgError& e) {
     snprintf(message, sizeof message, "%s", e.what());

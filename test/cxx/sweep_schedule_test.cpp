@@ -113,12 +113,22 @@ TEST(SweepSchedule, EveryDatabaseGetsATurnWithinTheBound) {
     for (int m : {1, 2, 3, 5}) CheckBound(n, m, kInterval);
 }
 
-TEST(SweepPacing, PauseIsProportionalToTheWorkAndCapped) {
-  using pgi::sweeper::pacing::PauseAfter;
-  EXPECT_EQ(PauseAfter(10'000, 0), 0);
-  EXPECT_EQ(PauseAfter(10'000, 2.0), 20'000);
-  EXPECT_EQ(PauseAfter(0, 2.0), 0);
-  EXPECT_EQ(PauseAfter(10 * kSecond, 2.0), kSecond);
+TEST(SweepPacing, PauseIsProportionalToTheWorkAndCountsWhatWasReallySlept) {
+  using pgi::sweeper::pacing::PauseOwed;
+  EXPECT_EQ(PauseOwed(10'000, 0, 0), 0);
+  EXPECT_EQ(PauseOwed(10'000, 0, 2.0), 20'000);
+  EXPECT_EQ(PauseOwed(10'000, 15'000, 2.0), 5'000);
+  // A sleep that overshot (a busy machine) is made up by not pausing.
+  EXPECT_EQ(PauseOwed(12'000, 40'000, 2.0), 0);
+  EXPECT_EQ(PauseOwed(10 * kSecond, 0, 2.0), kSecond);
+  // Over a turn the ratio holds whatever each sleep really lasted.
+  std::int64_t worked = 0, slept = 0;
+  for (int i = 0; i < 1000; i++) {
+    worked += 2'000;
+    const auto owed = PauseOwed(worked, slept, 1.0);
+    if (owed > 0) slept += owed + 15'000;  // every sleep 15 ms too long
+  }
+  EXPECT_NEAR(static_cast<double>(slept) / static_cast<double>(worked), 1.0, 0.01);
 }
 
 TEST(SweepPacing, BatchesAimAtAShortSliceNeverAboveTheBatchSize) {
@@ -126,12 +136,12 @@ TEST(SweepPacing, BatchesAimAtAShortSliceNeverAboveTheBatchSize) {
   EXPECT_EQ(NextLimit(0, 0, 0, 10000, 0), 10000) << "unpaced: full batches";
   EXPECT_EQ(NextLimit(0, 0, 0, 10000, 1.0), kFirstLimit);
   EXPECT_EQ(NextLimit(0, 0, 0, 70, 1.0), 70);
-  // 500 rows in 1 ms: 1000 fit in a 2 ms slice; halfway there.
-  EXPECT_EQ(NextLimit(500, 500, 1000, 10000, 1.0), 750);
+  // 500 rows in 1 ms: 2500 fit in a 5 ms slice; halfway there.
+  EXPECT_EQ(NextLimit(500, 500, 1000, 10000, 1.0), 1500);
   // Converges on the slice and stays under sweep_batch_size.
   std::int64_t limit = kFirstLimit;
   for (int i = 0; i < 20; i++) limit = NextLimit(limit, limit, limit * 2, 10000, 1.0);  // 2 us a row
-  EXPECT_NEAR(static_cast<double>(limit), 1000.0, 5.0);
+  EXPECT_NEAR(static_cast<double>(limit), 2500.0, 5.0);
   for (int i = 0; i < 30; i++) limit = NextLimit(limit, limit, limit / 10, 10000, 1.0);  // fast rows
   EXPECT_EQ(limit, 10000);
   // A very slow batch shrinks the next, never below the floor.

@@ -33,7 +33,7 @@ sub commit_keys
 # --- kill -9 of a sweeper worker
 commit_keys('before9', 500);
 # Small batches make a long turn, so that a worker is there to be killed.
-set_and_reload($node, 'idempotency.sweep_batch_size', 100);
+set_and_reload($node, 'idempotency.sweep_batch_size', 20);
 insert_expired($node, 'app', 'old', 20000);
 my $pid = wait_for_sweeper($node, 'app', 10);
 ok($pid ne '', 'sweeper running');
