@@ -19,6 +19,14 @@ use PgiStandby;
 
 my $clients = 12;
 
+# Runs $sql on $node's 'app' with a temp table $table (key text) holding @$keys.
+sub over_keys
+{
+	my ($node, $table, $keys, $sql) = @_;
+	return $node->safe_psql('app', "CREATE TEMP TABLE $table (key text); INSERT INTO $table "
+		  . key_list_sql($keys) . ";\n$sql");
+}
+
 sub failover
 {
 	my ($name, $sync, $fault) = @_;
@@ -54,15 +62,13 @@ sub failover
 	my $new = $standby;
 
 	# Acknowledged finishes missing their completed key, response or business row.
-	my $lost = $new->safe_psql('app', 'CREATE TEMP TABLE acked (key text); INSERT INTO acked '
-		  . key_list_sql($acks->{finished}) . q{;
+	my $lost = over_keys($new, 'acked', $acks->{finished}, q{
 		SELECT count(*) FROM acked a WHERE NOT EXISTS (
 		  SELECT FROM idempotency.keys k JOIN biz b ON b.key = k.key
 		  WHERE k.scope = 'fo' AND k.key = a.key AND k.state = 'completed' AND k.response_status = 201
 		    AND convert_from(k.response_body, 'UTF8') = '{"k":"' || a.key || '"}'
 		    AND b.amount = split_part(a.key, '-', 3)::int)});
-	my $claims_lost = $new->safe_psql('app', 'CREATE TEMP TABLE acked (key text); INSERT INTO acked '
-		  . key_list_sql($acks->{claimed}) . q{;
+	my $claims_lost = over_keys($new, 'acked', $acks->{claimed}, q{
 		SELECT count(*) FROM acked a WHERE NOT EXISTS (
 		  SELECT FROM idempotency.keys k WHERE k.scope = 'fo' AND k.key = a.key)});
 	if ($sync)
@@ -84,8 +90,7 @@ sub failover
 
 	# In-flight keys: absent, or in_progress (a two-step claim that committed),
 	# or completed (the commit was durable but its acknowledgement was lost).
-	my $states = $new->safe_psql('app', 'CREATE TEMP TABLE inflight (key text); INSERT INTO inflight '
-		  . key_list_sql($acks->{unacked}) . q{;
+	my $states = over_keys($new, 'inflight', $acks->{unacked}, q{
 		SELECT coalesce(k.state::text, 'absent'), count(*) FROM inflight i
 		LEFT JOIN idempotency.keys k ON k.scope = 'fo' AND k.key = i.key GROUP BY 1 ORDER BY 1});
 	$states =~ s/\n/, /g;
@@ -122,8 +127,7 @@ sub failover
 	{
 		ok(1, "$name: no in-flight key was left in_progress") for 1 .. 3;
 	}
-	my $absent_claims = $new->safe_psql('app', 'CREATE TEMP TABLE inflight (key text); INSERT INTO inflight '
-		  . key_list_sql($acks->{unacked}) . q{;
+	my $absent_claims = over_keys($new, 'inflight', $acks->{unacked}, q{
 		SELECT count(*) FILTER (WHERE c.outcome <> 'claimed' OR c.attempt <> 1) FROM inflight i
 		CROSS JOIN LATERAL idempotency.claim('fo', i.key) c
 		WHERE NOT EXISTS (SELECT FROM idempotency.keys k WHERE k.scope = 'fo' AND k.key = i.key)});
