@@ -2,14 +2,16 @@
 CREATE EXTENSION IF NOT EXISTS pg_idempotency;
 CREATE TEMP TABLE before AS SELECT * FROM idempotency.stats;
 
-SELECT token AS t FROM idempotency.claim('st', 'a', '\x01') \gset       -- claims +1
+-- claims +1 (a comment after \gset would be read as its arguments)
+SELECT token AS t FROM idempotency.claim('st', 'a', '\x01') \gset
 SELECT outcome FROM idempotency.claim('st', 'a', '\x01');                -- in_progress +1
 SELECT outcome FROM idempotency.claim('st', 'a', '\x02');                -- mismatches +1
 SELECT idempotency.finish('st', 'a', :t, 200);                           -- finishes +1
 SELECT idempotency.finish('st', 'a', :t, 200);                           -- repeat: not counted
 SELECT outcome FROM idempotency.claim('st', 'a', '\x01');                -- replays +1
 SELECT outcome FROM idempotency.claim('st', 'a');                        -- replays +1
-SELECT token AS t2 FROM idempotency.claim('st', 'b', NULL, NULL, '1 millisecond') \gset  -- claims +1
+-- claims +1
+SELECT token AS t2 FROM idempotency.claim('st', 'b', NULL, NULL, '1 millisecond') \gset
 SELECT pg_sleep(0.05);
 SELECT outcome, attempt FROM idempotency.claim('st', 'b');               -- claims +1, takeovers +1
 SELECT token AS t3 FROM idempotency.lookup('st', 'b') \gset
