@@ -27,39 +27,20 @@ const char* Label(Outcome outcome) {
 
 }  // namespace
 
-// The result's blessed descriptor and the outcome labels' OIDs, kept in the
-// call site's fn_extra: they live as long as the FmgrInfo (one query or plan),
-// and a re-created extension (new type and enum OIDs) comes with a new plan.
-struct CallSite {
-  TupleDesc tupdesc;
-  Oid outcome[4];
-};
-
 Datum Build(FunctionCallInfo fcinfo, const Fields& f, MemoryContext into) {
+  const char* label = Label(f.outcome);
   return PgCall([&] {
-    auto* site = static_cast<CallSite*>(fcinfo->flinfo->fn_extra);
-    if (site == nullptr) {
-      MemoryContext previous = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
-      site = static_cast<CallSite*>(palloc0(sizeof(CallSite)));
-      TupleDesc tupdesc;
-      if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE || tupdesc->natts != 9)
-        elog(ERROR, "pg_idempotency: claim must return idempotency.claim_result");
-      site->tupdesc = BlessTupleDesc(CreateTupleDescCopy(tupdesc));
-      // The enum's oids change when the extension is re-created: look the
-      // labels up by the result type's first column.
-      const Oid outcome_type = TupleDescAttr(site->tupdesc, 0)->atttypid;
-      for (Outcome o : {Outcome::Claimed, Outcome::Replay, Outcome::InProgress, Outcome::Mismatch}) {
-        const Oid oid = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid, ObjectIdGetDatum(outcome_type),
-                                        CStringGetDatum(Label(o)));
-        if (!OidIsValid(oid)) elog(ERROR, "pg_idempotency: outcome label \"%s\" is missing", Label(o));
-        site->outcome[static_cast<int>(o)] = oid;
-      }
-      fcinfo->flinfo->fn_extra = site;
-      MemoryContextSwitchTo(previous);
-    }
     MemoryContext previous = MemoryContextSwitchTo(into);
-    TupleDesc tupdesc = site->tupdesc;
-    const Oid outcome_oid = site->outcome[static_cast<int>(f.outcome)];
+    TupleDesc tupdesc;
+    if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE || tupdesc->natts != 9)
+      elog(ERROR, "pg_idempotency: claim must return idempotency.claim_result");
+    tupdesc = BlessTupleDesc(tupdesc);
+    // The enum's oids change when the extension is re-created: look the label
+    // up by the result type's first column (a syscache hit).
+    const Oid outcome_type = TupleDescAttr(tupdesc, 0)->atttypid;
+    const Oid outcome_oid =
+        GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid, ObjectIdGetDatum(outcome_type), CStringGetDatum(label));
+    if (!OidIsValid(outcome_oid)) elog(ERROR, "pg_idempotency: outcome label \"%s\" is missing", label);
 
     Datum values[9];
     bool nulls[9];
