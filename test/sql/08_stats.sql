@@ -1,6 +1,6 @@
 -- idempotency.stats counters move as documented (the library is preloaded).
 CREATE EXTENSION IF NOT EXISTS pg_idempotency;
-CREATE TEMP TABLE before AS SELECT * FROM idempotency.stats;
+CREATE TEMP TABLE before AS SELECT *, clock_timestamp() AS started FROM idempotency.stats;
 
 -- claims +1 (a comment after \gset would be read as its arguments)
 SELECT token AS t FROM idempotency.claim('st', 'a', '\x01') \gset
@@ -25,5 +25,5 @@ SELECT s.claims - b.claims AS claims, s.replays - b.replays AS replays,
        s.in_progress - b.in_progress AS in_progress, s.mismatches - b.mismatches AS mismatches,
        s.takeovers - b.takeovers AS takeovers, s.finishes - b.finishes AS finishes,
        s.releases - b.releases AS releases, s.swept - b.swept >= 1 AS swept,
-       s.last_sweep_at >= now() AS last_sweep_now
+       s.last_sweep_at >= b.started AS last_sweep_now
 FROM idempotency.stats s, before b;
