@@ -314,6 +314,27 @@ struct Detail {
     }
   }
 
+  // Whether execute()/once() run their own BEGIN ... COMMIT (no transaction
+  // open) or join the caller's under a savepoint; refuses a failed, busy or
+  // lost connection. what: "execute()" or "once()".
+  static bool owns_transaction(Client& c, const char* what) {
+    ensure_open(c, what);
+    switch (PQtransactionStatus(c.conn_)) {
+      case PQTRANS_IDLE:
+        return true;
+      case PQTRANS_INTRANS:
+        return false;
+      case PQTRANS_INERROR:
+        throw Error("25P02", std::string("idempotency: ") + what +
+                                 " on a connection whose transaction has failed; roll it back first");
+      case PQTRANS_ACTIVE:
+        throw Error("25000",
+                    std::string("idempotency: ") + what + " while a command is still in progress on the connection");
+      default:
+        throw Error("08006", std::string("idempotency: connection lost before ") + what);
+    }
+  }
+
   // Borrowed connection: another Client may already have prepared our
   // statements on it; preparing a name twice would fail the caller's
   // transaction. Looked up once per Client.
@@ -758,22 +779,7 @@ ClaimResult Client::execute_json(std::string_view scope, std::string_view key, s
 
 ClaimResult Client::execute_impl(std::string_view scope, std::string_view key, const ClaimOptions& options,
                                  const std::string_view* request_json, const Handler& handler) {
-  Detail::ensure_open(*this, "execute");
-  bool own_tx = false;
-  switch (PQtransactionStatus(conn_)) {
-    case PQTRANS_IDLE:
-      own_tx = true;
-      break;
-    case PQTRANS_INTRANS:
-      own_tx = false;
-      break;
-    case PQTRANS_INERROR:
-      throw Error("25P02", "idempotency: execute() on a connection whose transaction has failed; roll it back first");
-    case PQTRANS_ACTIVE:
-      throw Error("25000", "idempotency: execute() while a command is still in progress on the connection");
-    default:
-      throw Error("08006", "idempotency: connection lost before execute()");
-  }
+  const bool own_tx = Detail::owns_transaction(*this, "execute()");
   const char* begin = own_tx ? "BEGIN" : "SAVEPOINT idempotency_execute";
   const char* end = own_tx ? "COMMIT" : "RELEASE SAVEPOINT idempotency_execute";
   const StatementId claim_id = request_json != nullptr ? kClaimJson : kClaim;
@@ -833,21 +839,7 @@ bool Client::once(std::string_view scope, std::string_view key, const OnceHandle
 // connection, a savepoint inside the caller's open transaction.
 bool Client::once(std::string_view scope, std::string_view key, const OnceOptions& options,
                   const OnceHandler& handler) {
-  Detail::ensure_open(*this, "once");
-  bool own_tx = false;
-  switch (PQtransactionStatus(conn_)) {
-    case PQTRANS_IDLE:
-      own_tx = true;
-      break;
-    case PQTRANS_INTRANS:
-      break;
-    case PQTRANS_INERROR:
-      throw Error("25P02", "idempotency: once() on a connection whose transaction has failed; roll it back first");
-    case PQTRANS_ACTIVE:
-      throw Error("25000", "idempotency: once() while a command is still in progress on the connection");
-    default:
-      throw Error("08006", "idempotency: connection lost before once()");
-  }
+  const bool own_tx = Detail::owns_transaction(*this, "once()");
   const char* begin = own_tx ? "BEGIN" : "SAVEPOINT idempotency_execute";
   for (int attempt = 0;; ++attempt) {
     bool before_handler = true;  // as in execute(): a restart is safe until once() answered
