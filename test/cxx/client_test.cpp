@@ -16,32 +16,15 @@
 #include <thread>
 
 #include "idempotency/client.hpp"
+#include "test_env.hpp"
 
 using namespace idempotency;
 using namespace std::chrono_literals;
 
+using namespace test_env;
+
 namespace {
 
-std::string db_name() {
-  const char* e = std::getenv("IDEMPOTENCY_TEST_DB");
-  return e && *e ? e : "idempotency_cxx_test";
-}
-std::string conninfo() { return "dbname=" + db_name(); }
-
-// IDEMPOTENCY_TEST_POOLER=1 builds every Client in pooler mode (scripts/suites/
-// 80-pooler.sh runs the suite so, through PgBouncer in transaction mode);
-// IDEMPOTENCY_TEST_PIPELINE=0 turns execute()'s pipelining off.
-bool pooled() {
-  const char* e = std::getenv("IDEMPOTENCY_TEST_POOLER");
-  return e != nullptr && std::string(e) == "1";
-}
-ClientOptions test_options() {
-  ClientOptions o;
-  o.pooler = pooled();
-  const char* p = std::getenv("IDEMPOTENCY_TEST_PIPELINE");
-  if (p != nullptr && std::string(p) == "0") o.pipeline = false;
-  return o;
-}
 
 // A raw libpq connection for set-up and for playing "the caller".
 class Conn {

@@ -14,24 +14,15 @@
 #include <vector>
 
 #include "idempotency/httplib.hpp"
+#include "test_env.hpp"
 
 using namespace std::chrono_literals;
 namespace http = idempotency::http;
 
+using namespace test_env;
+
 namespace {
 
-std::string conninfo() {
-  const char* e = std::getenv("IDEMPOTENCY_TEST_DB");
-  return std::string("dbname=") + (e && *e ? e : "idempotency_cxx_test");
-}
-
-// IDEMPOTENCY_TEST_POOLER=1: Clients in pooler mode (scripts/suites/80-pooler.sh).
-idempotency::ClientOptions client_options() {
-  idempotency::ClientOptions o;
-  const char* e = std::getenv("IDEMPOTENCY_TEST_POOLER");
-  o.pooler = e != nullptr && std::string(e) == "1";
-  return o;
-}
 
 // Runs one statement on a connection of its own; returns the first value.
 std::string sql(const std::string& query, const std::vector<std::string>& params = {},
@@ -127,7 +118,7 @@ class Service {
  public:
   explicit Service(std::size_t pool_size = 8, http::ConnectionPool::Factory make = nullptr)
       : pool_(
-            make ? std::move(make) : [] { return std::make_unique<idempotency::Client>(conninfo(), client_options()); },
+            make ? std::move(make) : [] { return std::make_unique<idempotency::Client>(conninfo(), test_options()); },
             pool_size),
         idem_(pool_, tenant_options()) {
     server_.new_task_queue = [] { return new httplib::ThreadPool(16); };
@@ -385,7 +376,7 @@ TEST(Middleware, LostConnectionIs503ThenTheRetryRecovers) {
 TEST(Middleware, IdleConnectionTerminatedIsReplacedWithout503) {
   // Behind a pooler, idle server connections are the pooler's (and the one
   // terminating may be the one it picks): nothing of the client's to replace.
-  if (client_options().pooler) GTEST_SKIP() << "direct connections only";
+  if (test_options().pooler) GTEST_SKIP() << "direct connections only";
   Service s(1);
   const auto first = unique("k");
   ASSERT_EQ(s.post("/work", first, "{}")->status, 201);

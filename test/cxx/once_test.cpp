@@ -11,24 +11,15 @@
 #include <vector>
 
 #include "idempotency/client.hpp"
+#include "test_env.hpp"
 
 using namespace idempotency;
 using namespace std::chrono_literals;
 
+using namespace test_env;
+
 namespace {
 
-std::string conninfo() {
-  const char* e = std::getenv("IDEMPOTENCY_TEST_DB");
-  return std::string("dbname=") + (e && *e ? e : "idempotency_cxx_test");
-}
-
-// IDEMPOTENCY_TEST_POOLER=1: Clients in pooler mode (scripts/suites/80-pooler.sh).
-ClientOptions test_options() {
-  ClientOptions o;
-  const char* e = std::getenv("IDEMPOTENCY_TEST_POOLER");
-  o.pooler = e != nullptr && std::string(e) == "1";
-  return o;
-}
 
 std::string scope_of_this_test() {
   static std::atomic<int> n{0};

@@ -24,21 +24,15 @@
 #include <thread>
 
 #include "idempotency/client.hpp"
+#include "test_env.hpp"
 
 using namespace idempotency;
 using namespace std::chrono_literals;
 
+using namespace test_env;
+
 namespace {
 
-std::string db_name() {
-  const char* e = std::getenv("IDEMPOTENCY_TEST_DB");
-  return e && *e ? e : "idempotency_cxx_test";
-}
-std::string conninfo() { return "dbname=" + db_name(); }
-bool pooled() {
-  const char* e = std::getenv("IDEMPOTENCY_TEST_POOLER");
-  return e != nullptr && std::string(e) == "1";
-}
 
 // Runs sql on conn with text parameters; returns the first value ("" if none)
 // and throws on an error.

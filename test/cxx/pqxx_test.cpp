@@ -6,14 +6,13 @@
 #include <cstdlib>
 
 #include "idempotency/pqxx.hpp"
+#include "test_env.hpp"
 
 using namespace idempotency;
 
+using namespace test_env;
+
 namespace {
-std::string conninfo() {
-  const char* e = std::getenv("IDEMPOTENCY_TEST_DB");
-  return std::string("dbname=") + (e && *e ? e : "idempotency_cxx_test");
-}
 std::string unique_scope() {
   static std::atomic<int> n{0};
   return "pqxx:" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + ":" +
