@@ -224,7 +224,11 @@ int main(int argc, char** argv) {
         std::this_thread::sleep_for(std::chrono::milliseconds(std::min(a.retry_after * 1000, 250)));
         continue;
       }
-      if (!(a.ok && a.status == 201 && a.replayed)) problem("retry of " + key + " was not a replay");
+      // Usually a replay of the timed-out request's payment. A retry may also be
+      // the first answer, when the timed-out request had not claimed the key yet
+      // (e.g. it waited for one of a pooler's few server connections and then
+      // found the key taken): exactly once is checked per key by the 201 count.
+      if (!(a.ok && a.status == 201)) problem("retry of " + key + " was not answered 201");
       check_replay(key, a);
       break;
     }
