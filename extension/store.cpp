@@ -347,7 +347,41 @@ uint64 RunSweep(const char* sql, SPIPlanPtr* keep, TimestampTz now, int64 limit)
   return static_cast<uint64>(SPI_processed);
 }
 
+// Kept plan of the LocalFrom sweep on idempotency.keys.
+SPIPlanPtr sweep_from_plan = nullptr;
+
+// Runs the LocalFrom statement; returns how many rows it deleted and moves
+// *from to the latest expiry among them. Call only inside PgCall.
+uint64 RunSweepFrom(TimestampTz now, int64 limit, TimestampTz* from) {
+  Oid argtypes[] = {TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID};
+  Datum values[] = {TimestampTzGetDatum(now), Int64GetDatum(limit), TimestampTzGetDatum(*from)};
+  if (sweep_from_plan == nullptr) {
+    const std::string sql = sweep_sql::Statement(sweep_sql::Form::LocalFrom, sweep_sql::kKeysTable);
+    SPIPlanPtr plan = SPI_prepare(sql.c_str(), 3, argtypes);
+    if (plan == nullptr) elog(ERROR, "pg_idempotency: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+    if (SPI_keepplan(plan) != 0) elog(ERROR, "pg_idempotency: SPI_keepplan failed");
+    sweep_from_plan = plan;
+  }
+  const int rc = SPI_execute_plan(sweep_from_plan, values, nullptr, false, 0);
+  if (rc != SPI_OK_SELECT || SPI_processed != 1)
+    elog(ERROR, "pg_idempotency: sweep failed: %s", SPI_result_code_string(rc));
+  bool isnull = false;
+  const int64 deleted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+  const Datum latest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+  if (!isnull) *from = DatumGetTimestampTz(latest);
+  return static_cast<uint64>(deleted);
+}
+
 }  // namespace
+
+uint64 SweepExpiredFrom(TimestampTz now, int64 limit, TimestampTz* from) {
+  const bool distributed = PgCall([] {
+    const Oid keys = citus::KeysTable();
+    return OidIsValid(keys) && citus::IsCitusTable(keys);
+  });
+  if (distributed) return SweepExpired(now, limit, SweepWhere::ThisNode);
+  return PgCall([&] { return RunSweepFrom(now, limit, from); });
+}
 
 uint64 SweepExpired(TimestampTz now, int64 limit, SweepWhere where) {
   const bool distributed = PgCall([] {

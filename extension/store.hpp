@@ -116,4 +116,11 @@ enum class SweepWhere {
 // its text comes from sweep_sql.
 uint64 SweepExpired(TimestampTz now, int64 limit, SweepWhere where = SweepWhere::Everywhere);
 
+// As SweepExpired(now, limit, ThisNode), for a caller sweeping batch after
+// batch: on a plain table only rows with expires_at >= *from are looked at
+// (start with DT_NOBEGIN), and *from moves to the latest expiry deleted, so
+// that the next batch starts where this one ended (sweep_sql::Form::LocalFrom).
+// On a Citus node's shards *from is not used.
+uint64 SweepExpiredFrom(TimestampTz now, int64 limit, TimestampTz* from);
+
 }  // namespace pgi::store

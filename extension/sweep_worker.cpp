@@ -1,8 +1,10 @@
 // A sweeper worker: one turn in one database, handed to it by the launcher
 // (see sweeper.cpp). It deletes expired keys in transactions of at most
-// sweep_batch_size rows through store::SweepExpired (SKIP LOCKED: it never
-// waits for a claim, and a claim never waits for more than one batch of it)
-// until a batch comes back short, yielding to the claims beside it (short
+// sweep_batch_size rows through store::SweepExpiredFrom (SKIP LOCKED: it never
+// waits for a claim, and a claim never waits for more than one batch of it;
+// each batch starts in the expires_at index where the last one ended, not
+// over the dead entries of the rows deleted before it) until a batch comes
+// back short, yielding to the claims beside it (short
 // batches, each followed by a pause in proportion to its time:
 // idempotency.sweep_throttle, see sweep_pacing.hpp). A turn that has used its budget
 // (sweep_interval / 2) while another database waits for a worker stops early
@@ -110,9 +112,10 @@ bool OthersWaiting() {
 }
 
 // One transaction: checks that the extension is still here and, when limit is
-// positive, deletes up to limit expired keys. Returns how many, or -1 when the
-// extension is gone. Throws PgError.
-int64 SweepTransaction(int64 limit) {
+// positive, deletes up to limit expired keys, from the expiry *from on (moved
+// to where this batch ended). Returns how many, or -1 when the extension is
+// gone. Throws PgError.
+int64 SweepTransaction(int64 limit, TimestampTz* from) {
   const bool present = PgCall([] {
     SetCurrentStatementStartTimestamp();
     StartTransactionCommand();
@@ -123,7 +126,7 @@ int64 SweepTransaction(int64 limit) {
   uint64 deleted = 0;
   if (present && limit > 0) {
     store::Connect();
-    deleted = store::SweepExpired(GetCurrentTransactionStartTimestamp(), limit, store::SweepWhere::ThisNode);
+    deleted = store::SweepExpiredFrom(GetCurrentTransactionStartTimestamp(), limit, from);
     store::Disconnect();
   }
   PgCall([] {
@@ -168,17 +171,21 @@ PassResult SweepPass(TimestampTz start) noexcept {
   int64 last_elapsed = 0;
   int64 worked = 0;  // CPU time spent in sweep transactions this turn
   int64 slept = 0;   // wall time spent pausing
+  // Where the next batch starts in the expires_at index: where the last one
+  // ended, so no batch walks again over the entries of rows deleted before it.
+  TimestampTz from = DT_NOBEGIN;
   try {
     for (;;) {
       if (ConfigReloadPending) {
         ConfigReloadPending = false;
         PgCall([] { ProcessConfigFile(PGC_SIGHUP); });
       }
-      limit = settings::SweeperEnabled() ? pacing::NextLimit(limit, last_deleted, last_elapsed, settings::SweepBatchSize(),
-                                                             settings::SweepThrottle())
+      limit = settings::SweeperEnabled() ? pacing::NextLimit(limit, last_deleted, last_elapsed,
+                                                             settings::SweepBatchSize(), settings::SweepThrottle())
                                          : 0;
       const int64 batch_cpu = CpuMicros();
-      const int64 deleted = SweepTransaction(limit);
+      const TimestampTz batch_wall = GetCurrentTimestamp();
+      const int64 deleted = SweepTransaction(limit, &from);
       if (deleted < 0) {
         result.end = PassEnd::NoExtension;
         break;
@@ -204,7 +211,17 @@ PassResult SweepPass(TimestampTz start) noexcept {
         result.end = PassEnd::MoreLeft;
         break;
       }
-      slept += Pause(pacing::PauseOwed(worked, slept, settings::SweepThrottle()));
+      const int64 owed = pacing::PauseOwed(worked, slept, settings::SweepThrottle());
+      const int64 paused = Pause(owed);
+      slept += paused;
+      // Where a turn's time goes (log_min_messages = debug2): rows per batch,
+      // its wall and CPU time, the pause owed and really slept.
+      PgCall([&] {
+        elog(DEBUG2,
+             "pg_idempotency sweeper: batch of %lld rows (limit %lld) in %lld us, %lld us CPU; paused %lld us of %lld",
+             static_cast<long long>(deleted), static_cast<long long>(limit), static_cast<long long>(now - batch_wall),
+             static_cast<long long>(last_elapsed), static_cast<long long>(paused), static_cast<long long>(owed));
+      });
     }
   } catch (const PgError& e) {
     snprintf(message, sizeof message, "%s", e.what());

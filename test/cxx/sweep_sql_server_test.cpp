@@ -37,9 +37,10 @@ class Conn {
 
   // Runs sql; returns the first value of the first row ("" if none) or, for
   // a command, the number of rows it touched. Throws on error.
-  std::string Exec(const std::string& sql, const char* p1 = nullptr, const char* p2 = nullptr) {
-    const char* params[] = {p1, p2};
-    const int n = p2 ? 2 : (p1 ? 1 : 0);
+  std::string Exec(const std::string& sql, const char* p1 = nullptr, const char* p2 = nullptr,
+                   const char* p3 = nullptr) {
+    const char* params[] = {p1, p2, p3};
+    const int n = p3 ? 3 : (p2 ? 2 : (p1 ? 1 : 0));
     PGresult* r = PQexecParams(c_, sql.c_str(), n, nullptr, params, nullptr, nullptr, 0);
     const auto st = PQresultStatus(r);
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
@@ -49,9 +50,15 @@ class Conn {
     }
     std::string out = st == PGRES_COMMAND_OK ? PQcmdTuples(r)
                                              : (PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) ? PQgetvalue(r, 0, 0) : "");
+    // whole_row: every column of the first row, joined by '|' (NULL as "").
+    if (whole_row && st == PGRES_TUPLES_OK && PQntuples(r) > 0) {
+      out.clear();
+      for (int i = 0; i < PQnfields(r); i++) out += (i ? "|" : "") + std::string(PQgetvalue(r, 0, i));
+    }
     PQclear(r);
     return out;
   }
+  bool whole_row = false;
 
  private:
   PGconn* c_;
@@ -103,8 +110,10 @@ void Fill(Conn& c) {
 
 std::string Remaining(Conn& c) { return c.Exec("SELECT string_agg(key, ',' ORDER BY key) FROM " + kTable); }
 
+// LocalFrom from -infinity: every row, as the other forms (its first batch).
+// Each form answers the number of rows deleted (LocalFrom in its first column).
 std::string Sweep(Conn& c, Form form, const char* limit) {
-  return c.Exec(pgi::sweep_sql::Statement(form, kTable), "now", limit);
+  return c.Exec(pgi::sweep_sql::Statement(form, kTable), "now", limit, form == Form::LocalFrom ? "-infinity" : nullptr);
 }
 
 class SweepSqlServer : public ::testing::TestWithParam<Form> {
@@ -139,7 +148,7 @@ TEST_P(SweepSqlServer, KeepsARowTakenOverWhileTheSweepWaited) {
   claim.Exec("UPDATE " + kTable +
              " SET expires_at = now() + '1h'::interval, state = 'in_progress', locked_until = now() + '1m'::interval"
              " WHERE key = 'gone1'");
-  if (GetParam() == Form::Local) {
+  if (GetParam() != Form::Distributed) {
     // SKIP LOCKED: the sweep passes the locked row by at once.
     EXPECT_EQ(Sweep(c, GetParam(), "100"), "2");
     claim.Exec("COMMIT");
@@ -167,9 +176,59 @@ TEST_P(SweepSqlServer, KeepsARowTakenOverWhileTheSweepWaited) {
   EXPECT_EQ(Remaining(c), "gone1,kept_leased,kept_live,kept_running");
 }
 
-INSTANTIATE_TEST_SUITE_P(Forms, SweepSqlServer, ::testing::Values(Form::Local, Form::Distributed),
+INSTANTIATE_TEST_SUITE_P(Forms, SweepSqlServer, ::testing::Values(Form::Local, Form::LocalFrom, Form::Distributed),
                          [](const ::testing::TestParamInfo<Form>& info) {
-                           return std::string(info.param == Form::Local ? "Local" : "Distributed");
+                           switch (info.param) {
+                             case Form::Local:
+                               return std::string("Local");
+                             case Form::LocalFrom:
+                               return std::string("LocalFrom");
+                             case Form::Distributed:
+                               return std::string("Distributed");
+                           }
+                           return std::string("Unknown");
                          });
+
+// LocalFrom, batch after batch as the background sweeper runs it: each batch
+// starts at the latest expiry the last one deleted (the statement's second
+// column), and a row expired before that bound is left to the next turn.
+class SweepFrom : public ::testing::Test {
+ protected:
+  void TearDown() override { Conn(DbName()).Exec("DROP SCHEMA IF EXISTS " + kSchema + " CASCADE"); }
+  // Runs LocalFrom; returns "deleted|latest expiry deleted" (latest empty when none).
+  static std::string Batch(Conn& c, const char* limit, const std::string& from) {
+    c.whole_row = true;
+    const std::string row = c.Exec(pgi::sweep_sql::Statement(Form::LocalFrom, kTable), "now", limit, from.c_str());
+    c.whole_row = false;
+    return row;
+  }
+  static std::string Expiry(Conn& c, const char* key) {
+    return c.Exec("SELECT expires_at::text FROM " + kTable + " WHERE key = $1", key);
+  }
+};
+
+TEST_F(SweepFrom, EachBatchEndsAtTheLatestExpiryItDeleted) {
+  Conn c(DbName());
+  Fill(c);
+  const std::string gone1 = Expiry(c, "gone1"), gone2 = Expiry(c, "gone2"), gone3 = Expiry(c, "gone3");
+  EXPECT_EQ(Batch(c, "1", "-infinity"), "1|" + gone1);
+  EXPECT_EQ(Batch(c, "1", "-infinity"), "1|" + gone2);  // the first row is gone: the next one
+  EXPECT_EQ(Batch(c, "5", "-infinity"), "1|" + gone3);
+  EXPECT_EQ(Batch(c, "5", "-infinity"), "0|");  // nothing left: no latest expiry
+  EXPECT_EQ(Remaining(c), "kept_leased,kept_live,kept_running");
+}
+
+TEST_F(SweepFrom, RowsExpiredBeforeTheBoundAreLeftForTheNextTurn) {
+  Conn c(DbName());
+  Fill(c);
+  // From gone2's expiry on: gone1 (expired before it) stays; gone2 itself
+  // (the bound is inclusive) and gone3 go.
+  const std::string gone2 = Expiry(c, "gone2"), gone3 = Expiry(c, "gone3");
+  EXPECT_EQ(Batch(c, "5", gone2), "2|" + gone3);
+  EXPECT_EQ(Remaining(c), "gone1,kept_leased,kept_live,kept_running");
+  // The next turn starts from -infinity again and finds it.
+  EXPECT_EQ(Batch(c, "5", "-infinity").substr(0, 2), "1|");
+  EXPECT_EQ(Remaining(c), "kept_leased,kept_live,kept_running");
+}
 
 }  // namespace

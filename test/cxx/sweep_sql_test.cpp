@@ -69,12 +69,26 @@ TEST(SweepSql, DistributedPicksABoundedBatchByPrimaryKeyAndRechecksIt) {
   ExpectOperatorsQualified(sql);
 }
 
-TEST(SweepSql, EveryFormUsesTheSameTwoParameters) {
-  for (const Form form : {Form::Local, Form::Distributed}) {
+TEST(SweepSql, LocalFromIsLocalStartingAtTheBoundAndAnswersCountAndLatestExpiry) {
+  const std::string sql = Statement(Form::LocalFrom, kKeysTable);
+  EXPECT_EQ(sql.rfind("WITH d AS (DELETE FROM idempotency.keys WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY(", 0), 0u)
+      << sql;
+  // Inclusive, so rows sharing the last batch's latest expiry are still found.
+  EXPECT_TRUE(Contains(sql,
+                       "AND e.expires_at OPERATOR(pg_catalog.>=) $3 ORDER BY e.expires_at LIMIT $2 FOR UPDATE "
+                       "SKIP LOCKED)) RETURNING expires_at)"))
+      << sql;
+  EXPECT_TRUE(Contains(sql, "SELECT pg_catalog.count(*), pg_catalog.max(d.expires_at) FROM d")) << sql;
+  ExpectSweepsOnlyExpiredAndUnleased(sql, "e");
+  ExpectOperatorsQualified(sql);
+}
+
+TEST(SweepSql, EveryFormUsesNowAndLimitOnlyLocalFromABound) {
+  for (const Form form : {Form::Local, Form::LocalFrom, Form::Distributed}) {
     const std::string sql = Statement(form, kKeysTable);
     EXPECT_TRUE(Contains(sql, "$1"));
     EXPECT_TRUE(Contains(sql, "$2"));
-    EXPECT_FALSE(Contains(sql, "$3"));
+    EXPECT_EQ(Contains(sql, "$3"), form == Form::LocalFrom);
   }
 }
 
