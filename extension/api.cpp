@@ -125,15 +125,17 @@ void Count(Outcome outcome, int32 attempt) {
 // wait_until: when the caller's wait ends (0: no wait). The key-lock wait
 // and the row waits share that one budget.
 claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, TimestampTz now, TimestampTz expires_at,
-                                 TimestampTz locked_until, const store::KeyRow& seen, TimestampTz wait_until) {
+                                 TimestampTz locked_until, const store::KeyRow& seen, bool absence_proved,
+                                 TimestampTz wait_until) {
   store::KeyRow row = seen;
   // The first look saw no row, under the statement's snapshot. A holder may
   // have committed one since (and ended, or we would not hold the key lock):
   // a dirty probe sees it, and then the row decides as below. When the probe
   // finds nothing, nobody can add one while we hold the key lock, and the new
-  // key is a plain INSERT (no speculative insertion).
-  bool absent = false;
-  if (!row.found) {
+  // key is a plain INSERT (no speculative insertion). absence_proved: the
+  // caller knows the probe would find nothing (see Claim), so it is skipped.
+  bool absent = absence_proved;
+  if (!row.found && !absent) {
     switch (direct_read::Probe(key)) {
       case direct_read::Presence::Absent:
         absent = true;
@@ -199,7 +201,8 @@ Datum Claim(FunctionCallInfo fcinfo) {
   // primary-key probe, direct_read.hpp). SPI is connected only when needed.
   bool connected = false;
   store::KeyRow seen{};
-  if (!direct_read::Read(key, &seen)) {
+  const bool seen_directly = direct_read::Read(key, &seen);
+  if (!seen_directly) {
     store::Connect();
     connected = true;
     seen = store::Read(key, /*statement_snapshot=*/true, /*try_direct=*/false);
@@ -210,12 +213,22 @@ Datum Claim(FunctionCallInfo fcinfo) {
   if (verdict == decide::Verdict::Acquire) standby::RequirePrimary("claim", &key, kClaimWritesDetail);
   if (verdict != decide::Verdict::Acquire) {
     fields = Answer(verdict, seen, now);
-  } else if (!key_lock::TryAcquire(key, wait_us)) {
+  } else if (bool fresh_lock = false; !key_lock::TryAcquire(key, wait_us, &fresh_lock)) {
     fields = InProgressOf(seen, now);  // another open transaction is on it
   } else {
+    // The common new key, proved absent without a second probe: the direct
+    // first look (no row-level security hid a row from it) saw none; no other
+    // transaction held the key lock just now, and every writer of a key takes
+    // it, so none is writing one; none has ended since the snapshot, so none
+    // committed one unseen; and this transaction never held the key lock, so
+    // it wrote none itself. (A row written by hand, bypassing the functions,
+    // by a transaction still open at that moment is the one left: the INSERT
+    // then meets it in the unique index, as it would in any key table.)
+    const bool absence_proved =
+        !seen.found && seen_directly && fresh_lock && direct_read::NoTransactionEndedSinceSnapshot();
     if (!connected) store::Connect();
     connected = true;
-    fields = ClaimLocked(key, fingerprint, now, expires_at, locked_until, seen, wait_until);
+    fields = ClaimLocked(key, fingerprint, now, expires_at, locked_until, seen, absence_proved, wait_until);
   }
   const Datum result = claim_result::Build(fcinfo, fields, caller_context);
   if (connected) store::Disconnect();

@@ -130,11 +130,12 @@ const StatementText kStatements[] = {
      7,
      {TEXTOID, TEXTOID, BYTEAOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}},
     // InsertAbsent: Insert's parameters; the key is known to be absent (see
-    // store.hpp), so no ON CONFLICT clause.
+    // store.hpp), so no ON CONFLICT clause, and no RETURNING: what it wrote
+    // is what it was given (a RETURNING list costs a projection and a result
+    // tuple per key).
     {"INSERT INTO idempotency.keys AS k (scope, key, fingerprint, state, token, attempt, recovery_point,"
      " locked_until, created_at, completed_at, expires_at, response_status, response_headers, response_body)"
-     " VALUES ($1, $2, $3, " IN_PROGRESS ", $4, 1, NULL, $7, $5, NULL, $6, NULL, NULL, NULL)"
-     " RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until",
+     " VALUES ($1, $2, $3, " IN_PROGRESS ", $4, 1, NULL, $7, $5, NULL, $6, NULL, NULL, NULL)",
      7,
      {TEXTOID, TEXTOID, BYTEAOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}},
     // LockRowNowait: before a takeover on a Citus table, whose row waits
@@ -244,8 +245,15 @@ ClaimedRow WriteClaim(Statement which, const args::KeyRef& key, const NewClaim& 
       return result;
     }
     if (SPI_processed == 0) return result;
-    bool isnull = false;
     result.claimed = true;
+    if (which == Statement::InsertAbsent) {  // no RETURNING: the row as given
+      result.attempt = 1;
+      result.recovery_point = nullptr;
+      result.expires_at = claim.expires_at;
+      result.locked_until = claim.locked_until;
+      return result;
+    }
+    bool isnull = false;
     result.attempt = DatumGetInt32(GetColumn(1, &isnull));
     Datum d = GetColumn(2, &isnull);
     result.recovery_point = isnull ? nullptr : DatumGetTextPP(d);
