@@ -53,7 +53,7 @@ SELECT a.outcome AS first, b.outcome AS second
 CREATE TABLE pgi55_log (op text, key text, state text);
 CREATE FUNCTION pgi55_log_row() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  INSERT INTO pgi55_log VALUES (TG_OP, NEW.key, NEW.state::text);
+  INSERT INTO public.pgi55_log VALUES (TG_OP, NEW.key, NEW.state::text);
   RETURN NEW;
 END $$;
 CREATE TRIGGER pgi55_log BEFORE INSERT OR UPDATE ON idempotency.keys FOR EACH ROW EXECUTE FUNCTION pgi55_log_row();
