@@ -9,6 +9,7 @@
 #include "claim_result.hpp"
 #include "decide.hpp"
 #include "direct_read.hpp"
+#include "direct_write.hpp"
 #include "key_lock.hpp"
 #include "settings.hpp"
 #include "standby.hpp"
@@ -29,6 +30,29 @@ constexpr const char* kClaimWritesDetail =
     "replica).";
 
 using claim_result::Outcome;
+
+// SPI, connected on first need within one call: the direct paths
+// (direct_read.hpp, direct_write.hpp) need none. An error on the way leaves it
+// to the transaction's abort, which ends every SPI connection.
+struct Spi {
+  bool connected = false;
+  void Need() {
+    if (!connected) store::Connect();
+    connected = true;
+  }
+  void Done() {
+    if (connected) store::Disconnect();
+    connected = false;
+  }
+};
+
+// The new key's row: straight into the table where that is safe, else the
+// INSERT statement.
+store::ClaimedRow InsertAbsent(const args::KeyRef& key, const store::NewClaim& claim, Spi& spi) {
+  if (direct_write::InsertAbsent(key, claim)) return {true, false, 1, nullptr, claim.expires_at, claim.locked_until};
+  spi.Need();
+  return store::InsertAbsent(key, claim);
+}
 
 // All times come from the database clock: the transaction's now().
 TimestampTz Now() { return GetCurrentTransactionStartTimestamp(); }
@@ -126,7 +150,7 @@ void Count(Outcome outcome, int32 attempt) {
 // and the row waits share that one budget.
 claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, TimestampTz now, TimestampTz expires_at,
                                  TimestampTz locked_until, const store::KeyRow& seen, bool absence_proved,
-                                 TimestampTz wait_until) {
+                                 TimestampTz wait_until, Spi& spi) {
   store::KeyRow row = seen;
   // The first look saw no row, under the statement's snapshot. A holder may
   // have committed one since (and ended, or we would not hold the key lock):
@@ -141,6 +165,7 @@ claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, Ti
         absent = true;
         break;
       case direct_read::Presence::Present: {
+        spi.Need();
         row = store::Read(key);
         const auto verdict = decide::Judge(AsDecideRow(row, fingerprint), now);
         if (verdict != decide::Verdict::Acquire) return Answer(verdict, row, now);
@@ -154,8 +179,9 @@ claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, Ti
     const int64 left_us = wait_until == 0 ? 0 : std::max<int64>(0, wait_until - GetCurrentTimestamp());
     const int row_wait_ms = static_cast<int>(std::min<int64>(left_us / 1000, INT_MAX));
     const store::NewClaim claim{fingerprint, token::New(), now, expires_at, locked_until};
+    if (!absent) spi.Need();
     const store::ClaimedRow claimed = row.found ? store::TakeOver(key, claim, row_wait_ms)
-                                      : absent  ? store::InsertAbsent(key, claim)
+                                      : absent  ? InsertAbsent(key, claim, spi)
                                                 : store::Insert(key, claim);
     absent = false;  // a second round knows nothing of the sort
     if (claimed.timed_out) return InProgressOf(row, now);
@@ -174,6 +200,7 @@ claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, Ti
     }
     // The row is not what the first look saw (committed or swept since):
     // look again and answer for it, or go again.
+    spi.Need();
     row = store::Read(key);
     const auto verdict = decide::Judge(AsDecideRow(row, fingerprint), now);
     if (verdict != decide::Verdict::Acquire) return Answer(verdict, row, now);
@@ -199,12 +226,11 @@ Datum Claim(FunctionCallInfo fcinfo) {
   // First look, read-only: replays and mismatches answer here without a lock,
   // a row lock, an xid or WAL; where it is safe, without SPI at all (a direct
   // primary-key probe, direct_read.hpp). SPI is connected only when needed.
-  bool connected = false;
+  Spi spi;
   store::KeyRow seen{};
   const bool seen_directly = direct_read::Read(key, &seen);
   if (!seen_directly) {
-    store::Connect();
-    connected = true;
+    spi.Need();
     seen = store::Read(key, /*statement_snapshot=*/true, /*try_direct=*/false);
   }
   const auto verdict = decide::Judge(AsDecideRow(seen, fingerprint), now);
@@ -226,12 +252,10 @@ Datum Claim(FunctionCallInfo fcinfo) {
     // then meets it in the unique index, as it would in any key table.)
     const bool absence_proved =
         !seen.found && seen_directly && fresh_lock && direct_read::NoTransactionEndedSinceSnapshot();
-    if (!connected) store::Connect();
-    connected = true;
-    fields = ClaimLocked(key, fingerprint, now, expires_at, locked_until, seen, absence_proved, wait_until);
+    fields = ClaimLocked(key, fingerprint, now, expires_at, locked_until, seen, absence_proved, wait_until, spi);
   }
   const Datum result = claim_result::Build(fcinfo, fields, caller_context);
-  if (connected) store::Disconnect();
+  spi.Done();
   Count(fields.outcome, fields.attempt);
   return result;
 }
@@ -292,9 +316,15 @@ Datum Finish(FunctionCallInfo fcinfo) {
   standby::RequirePrimary("finish", &key);
   const TimestampTz now = Now();
   key_lock::Acquire(key);
-  store::Connect();
-  bool stored = store::Complete(key, token, now, response);
+  const direct_write::Completion direct = direct_write::Complete(key, token, now, response);
+  bool stored = direct == direct_write::Completion::Stored;
+  Spi spi;
+  if (direct == direct_write::Completion::Unknown) {
+    spi.Need();
+    stored = store::Complete(key, token, now, response);
+  }
   if (!stored) {
+    spi.Need();
     const store::KeyRow row = store::Read(key);
     if (!row.found || row.expires_at <= now || row.token != token || !row.completed)
       ThrowNotHolder(key, token, row, now);
@@ -305,7 +335,7 @@ Datum Finish(FunctionCallInfo fcinfo) {
                       "; this call gave status " + std::to_string(response.status) + ".",
                   "A request's response is stored once; replay the stored one instead of finishing again.");
   }
-  store::Disconnect();
+  spi.Done();
   if (stored) stats::Add(stats::Counter::Finishes);
   return BoolGetDatum(stored);
 }

@@ -9,7 +9,6 @@
 #include "bounded_wait.hpp"
 #include "citus.hpp"
 #include "direct_read.hpp"
-#include "direct_write.hpp"
 #include "pg_headers.hpp"
 
 namespace pgi::store {
@@ -271,7 +270,6 @@ ClaimedRow Insert(const args::KeyRef& key, const NewClaim& claim) {
 }
 
 ClaimedRow InsertAbsent(const args::KeyRef& key, const NewClaim& claim) {
-  if (direct_write::InsertAbsent(key, claim)) return ClaimedRow{true, false, 1, nullptr, claim.expires_at, claim.locked_until};
   return WriteClaim(Statement::InsertAbsent, key, claim, -1);
 }
 
@@ -288,14 +286,6 @@ ClaimedRow TakeOverCompleted(const args::KeyRef& key, const NewClaim& claim, int
 }
 
 bool Complete(const args::KeyRef& key, int64 token, TimestampTz now, const Response& response) {
-  switch (direct_write::Complete(key, token, now, response)) {
-    case direct_write::Completion::Stored:
-      return true;
-    case direct_write::Completion::NotHeld:
-      return false;
-    case direct_write::Completion::Unknown:
-      break;
-  }
   return PgCall([&] {
     Datum values[] = {PointerGetDatum(key.scope),       PointerGetDatum(key.key),       Int64GetDatum(token),
                       TimestampTzGetDatum(now),         Int32GetDatum(response.status), PointerGetDatum(response.body),
