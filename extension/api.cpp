@@ -31,24 +31,9 @@ constexpr const char* kClaimWritesDetail =
 
 using claim_result::Outcome;
 
-// SPI, connected on first need within one call: the direct paths
-// (direct_read.hpp, direct_write.hpp) need none. An error on the way leaves it
-// to the transaction's abort, which ends every SPI connection.
-struct Spi {
-  bool connected = false;
-  void Need() {
-    if (!connected) store::Connect();
-    connected = true;
-  }
-  void Done() {
-    if (connected) store::Disconnect();
-    connected = false;
-  }
-};
-
 // The new key's row: straight into the table where that is safe, else the
 // INSERT statement.
-store::ClaimedRow InsertAbsent(const args::KeyRef& key, const store::NewClaim& claim, Spi& spi) {
+store::ClaimedRow InsertAbsent(const args::KeyRef& key, const store::NewClaim& claim, store::Link& spi) {
   if (direct_write::InsertAbsent(key, claim)) return {true, false, 1, nullptr, claim.expires_at, claim.locked_until};
   spi.Need();
   return store::InsertAbsent(key, claim);
@@ -150,7 +135,7 @@ void Count(Outcome outcome, int32 attempt) {
 // and the row waits share that one budget.
 claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, TimestampTz now, TimestampTz expires_at,
                                  TimestampTz locked_until, const store::KeyRow& seen, bool absence_proved,
-                                 TimestampTz wait_until, Spi& spi) {
+                                 TimestampTz wait_until, store::Link& spi) {
   store::KeyRow row = seen;
   // The first look saw no row, under the statement's snapshot. A holder may
   // have committed one since (and ended, or we would not hold the key lock):
@@ -226,7 +211,7 @@ Datum Claim(FunctionCallInfo fcinfo) {
   // First look, read-only: replays and mismatches answer here without a lock,
   // a row lock, an xid or WAL; where it is safe, without SPI at all (a direct
   // primary-key probe, direct_read.hpp). SPI is connected only when needed.
-  Spi spi;
+  store::Link spi;
   store::KeyRow seen{};
   const bool seen_directly = direct_read::Read(key, &seen);
   if (!seen_directly) {
@@ -318,7 +303,7 @@ Datum Finish(FunctionCallInfo fcinfo) {
   key_lock::Acquire(key);
   const direct_write::Completion direct = direct_write::Complete(key, token, now, response);
   bool stored = direct == direct_write::Completion::Stored;
-  Spi spi;
+  store::Link spi;
   if (direct == direct_write::Completion::Unknown) {
     spi.Need();
     stored = store::Complete(key, token, now, response);

@@ -60,7 +60,7 @@ Datum Get(TupleTableSlot* slot, keys_table::Column column, bool* isnull) {
 
 }  // namespace
 
-bool InsertAbsent(const args::KeyRef& key, const store::NewClaim& claim) {
+bool InsertAbsent(const args::KeyRef& key, const store::NewClaim& claim, bool completed) {
   return PgCall([&] {
     Opened opened;
     if (!keys_table::Open(keys_table::Access::Insert, &opened)) return false;
@@ -71,10 +71,12 @@ bool InsertAbsent(const args::KeyRef& key, const store::NewClaim& claim) {
     Set(row, keys_table::kScope, PointerGetDatum(key.scope));
     Set(row, keys_table::kKey, PointerGetDatum(key.key));
     Set(row, keys_table::kFingerprint, PointerGetDatum(claim.fingerprint), claim.fingerprint == nullptr);
-    Set(row, keys_table::kState, ObjectIdGetDatum(keys_table::StateLabel(false)));
+    Set(row, keys_table::kState, ObjectIdGetDatum(keys_table::StateLabel(completed)));
     Set(row, keys_table::kToken, Int64GetDatum(claim.token));
     Set(row, keys_table::kAttempt, Int32GetDatum(1));
-    Set(row, keys_table::kLockedUntil, TimestampTzGetDatum(claim.locked_until));
+    // in progress under a lease, or (once()) completed at once without one
+    Set(row, keys_table::kLockedUntil, TimestampTzGetDatum(claim.locked_until), completed);
+    Set(row, keys_table::kCompletedAt, TimestampTzGetDatum(claim.now), !completed);
     Set(row, keys_table::kCreatedAt, TimestampTzGetDatum(claim.now));
     Set(row, keys_table::kExpiresAt, TimestampTzGetDatum(claim.expires_at));
     ExecStoreVirtualTuple(row);

@@ -18,8 +18,10 @@
 
 namespace pgi::direct_write {
 
-// As store::InsertAbsent. False: not safe here, nothing written.
-bool InsertAbsent(const args::KeyRef& key, const store::NewClaim& claim);
+// As store::InsertAbsent, or (completed) store::InsertCompleted without its
+// ON CONFLICT: the key must be known to be absent. False: not safe here,
+// nothing written.
+bool InsertAbsent(const args::KeyRef& key, const store::NewClaim& claim, bool completed = false);
 
 // As store::Complete: stores the response when the key is in progress under
 // `token` and live at `now`.

@@ -14,6 +14,8 @@
 #include "args.hpp"
 #include "boundary.hpp"
 #include "decide.hpp"
+#include "direct_read.hpp"
+#include "direct_write.hpp"
 #include "key_lock.hpp"
 #include "settings.hpp"
 #include "standby.hpp"
@@ -70,10 +72,20 @@ std::optional<decide::Row> AsDecideRow(const store::KeyRow& row) {
   return facts;  // fingerprints Unchecked: once() never answers mismatch
 }
 
-Result Decide(const args::KeyRef& key, TimestampTz now, TimestampTz expires_at, int64 wait_us, TimestampTz wait_until) {
+Result Decide(const args::KeyRef& key, TimestampTz now, TimestampTz expires_at, int64 wait_us, TimestampTz wait_until,
+              store::Link& spi) {
   // First look, read-only: a processed key answers here without a lock or an xid.
-  store::KeyRow row = store::Read(key, /*statement_snapshot=*/true);
+  store::KeyRow row{};
+  const bool seen_directly = direct_read::Read(key, &row);
+  if (!seen_directly) {
+    spi.Need();
+    row = store::Read(key, /*statement_snapshot=*/true, /*try_direct=*/false);
+  }
+  // The first look found no row and no other look has been taken since: the
+  // key may be proved absent once locked, as claim() does (api.cpp).
+  bool first_look_only = seen_directly && !row.found;
   bool locked = false;
+  bool fresh_lock = false;
   for (int writes = 0;;) {
     switch (decide::Judge(AsDecideRow(row), now)) {
       case decide::Verdict::Replay:
@@ -83,7 +95,9 @@ Result Decide(const args::KeyRef& key, TimestampTz now, TimestampTz expires_at, 
         // A committed claim() holds it with a running lease: it may finish
         // (false) or release it; wait for either while the wait lasts.
         if (!Nap(wait_until)) return {Answer::Held, 0, true, row.locked_until};
+        spi.Need();
         row = store::Read(key);
+        first_look_only = false;
         continue;
       case decide::Verdict::Acquire:
         break;
@@ -91,12 +105,16 @@ Result Decide(const args::KeyRef& key, TimestampTz now, TimestampTz expires_at, 
     // Absent, expired or lease over: take the key lock, which waits for an
     // open transaction working on the same key.
     if (!locked) {
-      if (!key_lock::TryAcquire(key, wait_us == 0 ? 0 : std::max<int64>(1, LeftUs(wait_until))))
+      if (!key_lock::TryAcquire(key, wait_us == 0 ? 0 : std::max<int64>(1, LeftUs(wait_until)), &fresh_lock))
         return {Answer::Held, 0};
       locked = true;
     }
     if (writes++ == kWriteAttempts) return {Answer::Held, 0};
     const store::NewClaim claim{nullptr, token::New(), now, expires_at, 0};
+    if (first_look_only && fresh_lock && direct_read::NoTransactionEndedSinceSnapshot() &&
+        direct_write::InsertAbsent(key, claim, /*completed=*/true))
+      return {Answer::First, 1};
+    spi.Need();
     const store::ClaimedRow written =
         row.found ? store::TakeOverCompleted(key, claim, ToMs(LeftUs(wait_until))) : store::InsertCompleted(key, claim);
     if (written.timed_out) return {Answer::Held, 0};
@@ -104,6 +122,7 @@ Result Decide(const args::KeyRef& key, TimestampTz now, TimestampTz expires_at, 
     // Someone else's row is there now (committed since the first look): look
     // again, under a fresh snapshot, and answer for it.
     row = store::Read(key);
+    first_look_only = false;
   }
 }
 
@@ -134,9 +153,9 @@ Datum Once(FunctionCallInfo fcinfo) {
   standby::RequirePrimary("process", &key,
                           "once() records the key it processes, and this server is in recovery (a read replica).");
 
-  store::Connect();
-  const Result result = Decide(key, now, expires_at, wait_us, wait_until);
-  store::Disconnect();
+  store::Link spi;
+  const Result result = Decide(key, now, expires_at, wait_us, wait_until, spi);
+  spi.Done();
 
   switch (result.answer) {
     case Answer::First:

@@ -184,6 +184,16 @@ void Disconnect() {
   PgCall([] { SPI_finish(); });
 }
 
+void Link::Need() {
+  if (!connected) Connect();
+  connected = true;
+}
+
+void Link::Done() {
+  if (connected) Disconnect();
+  connected = false;
+}
+
 KeyRow Read(const args::KeyRef& key, bool statement_snapshot, bool try_direct) {
   KeyRow direct{};
   if (statement_snapshot && try_direct && direct_read::Read(key, &direct)) return direct;

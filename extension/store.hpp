@@ -59,6 +59,15 @@ struct Response {
 void Connect();
 void Disconnect();
 
+// SPI, connected on first need within one SQL function call: the direct
+// paths (direct_read.hpp, direct_write.hpp) need none. An error on the way
+// leaves the connection to the transaction's abort, which ends them all.
+struct Link {
+  bool connected = false;
+  void Need();
+  void Done();
+};
+
 // The key's row whatever its state or expiry; found = false when none is visible.
 // statement_snapshot: read under the calling statement's snapshot (no new
 // snapshot; claim's first look) instead of what is committed now; such a read

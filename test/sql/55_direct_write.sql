@@ -49,6 +49,13 @@ SELECT state, attempt, response_status, convert_from(response_body, 'UTF8') AS b
 SELECT a.outcome AS first, b.outcome AS second
   FROM idempotency.claim('pgi55', 'twice', '\x01') AS a, idempotency.claim('pgi55', 'twice', '\x01') AS b;
 
+-- once() records a new key completed in the same single write.
+SELECT idempotency.once('pgi55', 'once_a') AS first_time, idempotency.once('pgi55', 'once_a') AS again;
+SELECT state, attempt, fingerprint IS NULL AS no_fingerprint, locked_until IS NULL AS no_lease,
+       completed_at = created_at AS completed_at_once, response_status IS NULL AS no_response
+  FROM idempotency.keys WHERE scope = 'pgi55' AND key = 'once_a';
+SELECT count(*) FILTER (WHERE idempotency.once('pgi55', 'once_' || i)) AS recorded FROM generate_series(1, 50) i;
+
 -- Triggers: the statement runs, so they fire.
 CREATE TABLE pgi55_log (op text, key text, state text);
 CREATE FUNCTION pgi55_log_row() RETURNS trigger LANGUAGE plpgsql AS $$
