@@ -58,9 +58,13 @@ declare -A OPS=(
                 ON CONFLICT DO NOTHING;
               UPDATE bare.keys SET state = 'completed', response_status = 201, response_body = $BODY, response_headers = $HDR,
                      completed_at = now(), locked_until = NULL WHERE scope = 'new' AND key = r || i; COMMIT;"
+  [once_ours]="PERFORM idempotency.once('once', r || i); COMMIT;"
+  [once_bare]="INSERT INTO bare.keys (scope, key, state, token, attempt, created_at, completed_at, expires_at)
+                VALUES ('once', r || i, 'completed', i, 1, now(), now(), now() + interval '24 hours')
+                ON CONFLICT DO NOTHING; COMMIT;"
   [new_simple]="PERFORM peer_simple.finish('new', r || i, (peer_simple.claim('new', r || i, $FP)).token, 201, $BODY, $HDR); COMMIT;"
 )
-ORDER=(replay_ours replay_pk new_ours new_bare new_simple)
+ORDER=(replay_ours replay_pk new_ours new_bare new_simple once_ours once_bare)
 
 # counts FILE: "instructions executor_starts spi_statements spi_connects" of a callgrind output
 counts() {
