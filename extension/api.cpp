@@ -34,7 +34,7 @@ using claim_result::Outcome;
 // The new key's row: straight into the table where that is safe, else the
 // INSERT statement.
 store::ClaimedRow InsertAbsent(const args::KeyRef& key, const store::NewClaim& claim, store::Link& spi) {
-  if (direct_write::InsertAbsent(key, claim)) return {true, false, 1, nullptr, claim.expires_at, claim.locked_until};
+  if (direct_write::InsertAbsent(key, claim)) return store::Inserted(claim);
   spi.Need();
   return store::InsertAbsent(key, claim);
 }
@@ -142,7 +142,7 @@ claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, Ti
   // a dirty probe sees it, and then the row decides as below. When the probe
   // finds nothing, nobody can add one while we hold the key lock, and the new
   // key is a plain INSERT (no speculative insertion). absence_proved: the
-  // caller knows the probe would find nothing (see Claim), so it is skipped.
+  // caller knows the probe would find nothing (direct_read::AbsenceProved).
   bool absent = absence_proved;
   if (!row.found && !absent) {
     switch (direct_read::Probe(key)) {
@@ -212,12 +212,8 @@ Datum Claim(FunctionCallInfo fcinfo) {
   // a row lock, an xid or WAL; where it is safe, without SPI at all (a direct
   // primary-key probe, direct_read.hpp). SPI is connected only when needed.
   store::Link spi;
-  store::KeyRow seen{};
-  const bool seen_directly = direct_read::Read(key, &seen);
-  if (!seen_directly) {
-    spi.Need();
-    seen = store::Read(key, /*statement_snapshot=*/true, /*try_direct=*/false);
-  }
+  bool seen_directly = false;
+  const store::KeyRow seen = store::FirstLook(key, spi, &seen_directly);
   const auto verdict = decide::Judge(AsDecideRow(seen, fingerprint), now);
   claim_result::Fields fields;
   // Only a claim that must write refuses on a hot standby, before the key lock.
@@ -227,16 +223,8 @@ Datum Claim(FunctionCallInfo fcinfo) {
   } else if (bool fresh_lock = false; !key_lock::TryAcquire(key, wait_us, &fresh_lock)) {
     fields = InProgressOf(seen, now);  // another open transaction is on it
   } else {
-    // The common new key, proved absent without a second probe: the direct
-    // first look (no row-level security hid a row from it) saw none; no other
-    // transaction held the key lock just now, and every writer of a key takes
-    // it, so none is writing one; none has ended since the snapshot, so none
-    // committed one unseen; and this transaction never held the key lock, so
-    // it wrote none itself. (A row written by hand, bypassing the functions,
-    // by a transaction still open at that moment is the one left: the INSERT
-    // then meets it in the unique index, as it would in any key table.)
-    const bool absence_proved =
-        !seen.found && seen_directly && fresh_lock && direct_read::NoTransactionEndedSinceSnapshot();
+    // The common new key, proved absent without a second probe.
+    const bool absence_proved = !seen.found && direct_read::AbsenceProved(seen_directly, fresh_lock);
     fields = ClaimLocked(key, fingerprint, now, expires_at, locked_until, seen, absence_proved, wait_until, spi);
   }
   const Datum result = claim_result::Build(fcinfo, fields, caller_context);

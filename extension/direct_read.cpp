@@ -108,7 +108,8 @@ Presence Probe(const args::KeyRef& key) {
   });
 }
 
-bool NoTransactionEndedSinceSnapshot() {
+bool AbsenceProved(bool first_look_direct, bool fresh_lock) {
+  if (!first_look_direct || !fresh_lock) return false;
   return PgCall([] {
     if (!ActiveSnapshotSet()) return false;
     const Snapshot then = GetActiveSnapshot();

@@ -75,15 +75,11 @@ std::optional<decide::Row> AsDecideRow(const store::KeyRow& row) {
 Result Decide(const args::KeyRef& key, TimestampTz now, TimestampTz expires_at, int64 wait_us, TimestampTz wait_until,
               store::Link& spi) {
   // First look, read-only: a processed key answers here without a lock or an xid.
-  store::KeyRow row{};
-  const bool seen_directly = direct_read::Read(key, &row);
-  if (!seen_directly) {
-    spi.Need();
-    row = store::Read(key, /*statement_snapshot=*/true, /*try_direct=*/false);
-  }
+  bool seen_directly = false;
+  store::KeyRow row = store::FirstLook(key, spi, &seen_directly);
   // The first look found no row and no other look has been taken since: the
-  // key may be proved absent once locked, as claim() does (api.cpp).
-  bool first_look_only = seen_directly && !row.found;
+  // key may be proved absent once locked (direct_read::AbsenceProved).
+  bool first_look_only = !row.found;
   bool locked = false;
   bool fresh_lock = false;
   for (int writes = 0;;) {
@@ -111,7 +107,7 @@ Result Decide(const args::KeyRef& key, TimestampTz now, TimestampTz expires_at, 
     }
     if (writes++ == kWriteAttempts) return {Answer::Held, 0};
     const store::NewClaim claim{nullptr, token::New(), now, expires_at, 0};
-    if (first_look_only && fresh_lock && direct_read::NoTransactionEndedSinceSnapshot() &&
+    if (first_look_only && direct_read::AbsenceProved(seen_directly, fresh_lock) &&
         direct_write::InsertAbsent(key, claim, /*completed=*/true))
       return {Answer::First, 1};
     spi.Need();

@@ -146,6 +146,14 @@ static_assert(sizeof kStatements / sizeof kStatements[0] == static_cast<std::siz
 
 SPIPlanPtr plans[static_cast<std::size_t>(Statement::kCount)] = {};
 
+// Prepares sql and keeps the plan for the backend's life. Call only inside PgCall.
+SPIPlanPtr KeptPlan(const char* sql, int nargs, Oid* argtypes) {
+  SPIPlanPtr plan = SPI_prepare(sql, nargs, argtypes);
+  if (plan == nullptr) elog(ERROR, "pg_idempotency: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+  if (SPI_keepplan(plan) != 0) elog(ERROR, "pg_idempotency: SPI_keepplan failed");
+  return plan;
+}
+
 // Runs a statement; returns SPI's result code. Call only inside PgCall.
 // Snapshot: Fresh takes a new snapshot (what a READ COMMITTED statement sees
 // now), Statement reads under the calling statement's snapshot, cheaper and
@@ -156,10 +164,7 @@ int Execute(Statement which, Datum* values, const char* nulls, long max_rows, Sn
   const auto index = static_cast<std::size_t>(which);
   if (plans[index] == nullptr) {
     const StatementText& text = kStatements[index];
-    SPIPlanPtr plan = SPI_prepare(text.sql, text.nargs, const_cast<Oid*>(text.argtypes.data()));
-    if (plan == nullptr) elog(ERROR, "pg_idempotency: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-    if (SPI_keepplan(plan) != 0) elog(ERROR, "pg_idempotency: SPI_keepplan failed");
-    plans[index] = plan;
+    plans[index] = KeptPlan(text.sql, text.nargs, const_cast<Oid*>(text.argtypes.data()));
   }
   const int rc = SPI_execute_plan(plans[index], values, nulls, snapshot == Snapshot::Statement, max_rows);
   if (rc < 0) elog(ERROR, "pg_idempotency: statement failed: %s", SPI_result_code_string(rc));
@@ -194,13 +199,13 @@ void Link::Done() {
   connected = false;
 }
 
-KeyRow Read(const args::KeyRef& key, bool statement_snapshot, bool try_direct) {
-  KeyRow direct{};
-  if (statement_snapshot && try_direct && direct_read::Read(key, &direct)) return direct;
+namespace {
+
+KeyRow ReadBy(const args::KeyRef& key, Snapshot snapshot) {
   return PgCall([&] {
     KeyRow row{};
     Datum values[] = {PointerGetDatum(key.scope), PointerGetDatum(key.key)};
-    Execute(Statement::Read, values, nullptr, 1, statement_snapshot ? Snapshot::Statement : Snapshot::Fresh);
+    Execute(Statement::Read, values, nullptr, 1, snapshot);
     if (SPI_processed == 0) return row;
     bool isnull = false;
     row.found = true;
@@ -225,6 +230,20 @@ KeyRow Read(const args::KeyRef& key, bool statement_snapshot, bool try_direct) {
     return row;
   });
 }
+
+}  // namespace
+
+KeyRow Read(const args::KeyRef& key) { return ReadBy(key, Snapshot::Fresh); }
+
+KeyRow FirstLook(const args::KeyRef& key, Link& spi, bool* direct) {
+  KeyRow row{};
+  *direct = direct_read::Read(key, &row);
+  if (*direct) return row;
+  spi.Need();
+  return ReadBy(key, Snapshot::Statement);
+}
+
+ClaimedRow Inserted(const NewClaim& claim) { return {true, false, 1, nullptr, claim.expires_at, claim.locked_until}; }
 
 namespace {
 
@@ -256,13 +275,7 @@ ClaimedRow WriteClaim(Statement which, const args::KeyRef& key, const NewClaim& 
     }
     if (SPI_processed == 0) return result;
     result.claimed = true;
-    if (which == Statement::InsertAbsent) {  // no RETURNING: the row as given
-      result.attempt = 1;
-      result.recovery_point = nullptr;
-      result.expires_at = claim.expires_at;
-      result.locked_until = claim.locked_until;
-      return result;
-    }
+    if (which == Statement::InsertAbsent) return Inserted(claim);  // no RETURNING: the row as given
     bool isnull = false;
     result.attempt = DatumGetInt32(GetColumn(1, &isnull));
     Datum d = GetColumn(2, &isnull);
@@ -353,12 +366,7 @@ uint64 RunSweep(const char* sql, SPIPlanPtr* keep, TimestampTz now, int64 limit)
   if (keep == nullptr) {
     rc = SPI_execute_with_args(sql, 2, argtypes, values, nullptr, false, 0);
   } else {
-    if (*keep == nullptr) {
-      SPIPlanPtr plan = SPI_prepare(sql, 2, argtypes);
-      if (plan == nullptr) elog(ERROR, "pg_idempotency: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-      if (SPI_keepplan(plan) != 0) elog(ERROR, "pg_idempotency: SPI_keepplan failed");
-      *keep = plan;
-    }
+    if (*keep == nullptr) *keep = KeptPlan(sql, 2, argtypes);
     rc = SPI_execute_plan(*keep, values, nullptr, false, 0);
   }
   if (rc < 0) elog(ERROR, "pg_idempotency: sweep failed: %s", SPI_result_code_string(rc));
@@ -375,10 +383,7 @@ uint64 RunSweepFrom(TimestampTz now, int64 limit, TimestampTz* from) {
   Datum values[] = {TimestampTzGetDatum(now), Int64GetDatum(limit), TimestampTzGetDatum(*from)};
   if (sweep_from_plan == nullptr) {
     const std::string sql = sweep_sql::Statement(sweep_sql::Form::LocalFrom, sweep_sql::kKeysTable);
-    SPIPlanPtr plan = SPI_prepare(sql.c_str(), 3, argtypes);
-    if (plan == nullptr) elog(ERROR, "pg_idempotency: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-    if (SPI_keepplan(plan) != 0) elog(ERROR, "pg_idempotency: SPI_keepplan failed");
-    sweep_from_plan = plan;
+    sweep_from_plan = KeptPlan(sql.c_str(), 3, argtypes);
   }
   const int rc = SPI_execute_plan(sweep_from_plan, values, nullptr, false, 0);
   if (rc != SPI_OK_SELECT || SPI_processed != 1)
@@ -390,23 +395,23 @@ uint64 RunSweepFrom(TimestampTz now, int64 limit, TimestampTz* from) {
   return static_cast<uint64>(deleted);
 }
 
-}  // namespace
-
-uint64 SweepExpiredFrom(TimestampTz now, int64 limit, TimestampTz* from) {
-  const bool distributed = PgCall([] {
+// Whether idempotency.keys is distributed by Citus.
+bool KeysDistributed() {
+  return PgCall([] {
     const Oid keys = citus::KeysTable();
     return OidIsValid(keys) && citus::IsCitusTable(keys);
   });
-  if (distributed) return SweepExpired(now, limit, SweepWhere::ThisNode);
+}
+
+}  // namespace
+
+uint64 SweepExpiredFrom(TimestampTz now, int64 limit, TimestampTz* from) {
+  if (KeysDistributed()) return SweepExpired(now, limit, SweepWhere::ThisNode);
   return PgCall([&] { return RunSweepFrom(now, limit, from); });
 }
 
 uint64 SweepExpired(TimestampTz now, int64 limit, SweepWhere where) {
-  const bool distributed = PgCall([] {
-    const Oid keys = citus::KeysTable();
-    return OidIsValid(keys) && citus::IsCitusTable(keys);
-  });
-  if (!distributed) {
+  if (!KeysDistributed()) {
     const std::string sql = sweep_sql::Statement(sweep_sql::Form::Local, sweep_sql::kKeysTable);
     return PgCall([&] { return RunSweep(sql.c_str(), &sweep_plans[0], now, limit); });
   }

@@ -68,12 +68,18 @@ struct Link {
   void Done();
 };
 
-// The key's row whatever its state or expiry; found = false when none is visible.
-// statement_snapshot: read under the calling statement's snapshot (no new
-// snapshot; claim's first look) instead of what is committed now; such a read
-// is a direct primary-key probe where that is safe (direct_read.hpp) unless
-// try_direct is false (the caller tried already).
-KeyRow Read(const args::KeyRef& key, bool statement_snapshot = false, bool try_direct = true);
+// The key's row whatever its state or expiry, as committed now; found =
+// false when none is visible.
+KeyRow Read(const args::KeyRef& key);
+
+// claim's and once()'s first look: the key's row under the calling
+// statement's snapshot (no new snapshot), by a direct primary-key probe where
+// that is safe (direct_read.hpp), else by the SPI statement (connected through
+// spi). *direct: the probe answered, so no row-level security hid a row.
+KeyRow FirstLook(const args::KeyRef& key, Link& spi, bool* direct);
+
+// What an insert of `claim` as a new key (attempt 1) wrote.
+ClaimedRow Inserted(const NewClaim& claim);
 
 // Inserts a new key. claimed = false when a row turned out to be there.
 ClaimedRow Insert(const args::KeyRef& key, const NewClaim& claim);
