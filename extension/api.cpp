@@ -134,17 +134,16 @@ void Count(Outcome outcome, int32 attempt) {
 // wait_until: when the caller's wait ends (0: no wait). The key-lock wait
 // and the row waits share that one budget.
 claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, TimestampTz now, TimestampTz expires_at,
-                                 TimestampTz locked_until, const store::KeyRow& seen, bool absence_proved,
-                                 TimestampTz wait_until, store::Link& spi) {
+                                 TimestampTz locked_until, const store::KeyRow& seen, TimestampTz wait_until,
+                                 store::Link& spi) {
   store::KeyRow row = seen;
   // The first look saw no row, under the statement's snapshot. A holder may
   // have committed one since (and ended, or we would not hold the key lock):
   // a dirty probe sees it, and then the row decides as below. When the probe
   // finds nothing, nobody can add one while we hold the key lock, and the new
-  // key is a plain INSERT (no speculative insertion). absence_proved: the
-  // caller knows the probe would find nothing (direct_read::AbsenceProved).
-  bool absent = absence_proved;
-  if (!row.found && !absent) {
+  // key is a plain INSERT (no speculative insertion).
+  bool absent = false;
+  if (!row.found) {
     switch (direct_read::Probe(key)) {
       case direct_read::Presence::Absent:
         absent = true;
@@ -212,20 +211,17 @@ Datum Claim(FunctionCallInfo fcinfo) {
   // a row lock, an xid or WAL; where it is safe, without SPI at all (a direct
   // primary-key probe, direct_read.hpp). SPI is connected only when needed.
   store::Link spi;
-  bool seen_directly = false;
-  const store::KeyRow seen = store::FirstLook(key, spi, &seen_directly);
+  const store::KeyRow seen = store::FirstLook(key, spi);
   const auto verdict = decide::Judge(AsDecideRow(seen, fingerprint), now);
   claim_result::Fields fields;
   // Only a claim that must write refuses on a hot standby, before the key lock.
   if (verdict == decide::Verdict::Acquire) standby::RequirePrimary("claim", &key, kClaimWritesDetail);
   if (verdict != decide::Verdict::Acquire) {
     fields = Answer(verdict, seen, now);
-  } else if (bool fresh_lock = false; !key_lock::TryAcquire(key, wait_us, &fresh_lock)) {
+  } else if (!key_lock::TryAcquire(key, wait_us)) {
     fields = InProgressOf(seen, now);  // another open transaction is on it
   } else {
-    // The common new key, proved absent without a second probe.
-    const bool absence_proved = !seen.found && direct_read::AbsenceProved(seen_directly, fresh_lock);
-    fields = ClaimLocked(key, fingerprint, now, expires_at, locked_until, seen, absence_proved, wait_until, spi);
+    fields = ClaimLocked(key, fingerprint, now, expires_at, locked_until, seen, wait_until, spi);
   }
   const Datum result = claim_result::Build(fcinfo, fields, caller_context);
   spi.Done();

@@ -1,7 +1,5 @@
 #include "direct_read.hpp"
 
-#include <algorithm>
-
 #include "boundary.hpp"
 #include "keys_table.hpp"
 #include "pg_headers.hpp"
@@ -105,26 +103,6 @@ Presence Probe(const args::KeyRef& key) {
     const Presence presence = slot != nullptr ? Presence::Present : Presence::Absent;
     Close(opened, slot);
     return presence;
-  });
-}
-
-bool AbsenceProved(bool first_look_direct, bool fresh_lock) {
-  if (!first_look_direct || !fresh_lock) return false;
-  return PgCall([] {
-    if (!ActiveSnapshotSet()) return false;
-    const Snapshot then = GetActiveSnapshot();
-    if (then->snapshot_type != SNAPSHOT_MVCC || then->takenDuringRecovery) return false;
-    // A fresh snapshot with the same xmax and the same running transactions
-    // as the statement's: every transaction that ended in between was either
-    // running then (and would be missing now) or started after it (and,
-    // ending, would have moved xmax). Cheap: GetSnapshotData re-uses its last
-    // result when no transaction has ended since.
-    const Snapshot now = GetLatestSnapshot();
-    if (now->xmax != then->xmax || now->xcnt != then->xcnt) return false;
-    for (uint32 i = 0; i < then->xcnt; i++) {
-      if (std::find(now->xip, now->xip + now->xcnt, then->xip[i]) == now->xip + now->xcnt) return false;
-    }
-    return true;
   });
 }
 

@@ -33,20 +33,6 @@ bool Read(const args::KeyRef& key, store::KeyRow* row);
 enum class Presence { Absent, Present, Unknown };  // Unknown: not safe here
 Presence Probe(const args::KeyRef& key);
 
-// Whether a key that claim's or once()'s first look did not find is proved
-// absent, now that this transaction holds its key lock, so the second probe
-// (Probe) can be skipped. It is when: the first look was direct
-// (first_look_direct: no row-level security hid a row from it); no other
-// transaction held the key lock (fresh_lock), and every writer of a key takes
-// it, so none is writing one; no transaction has ended since the statement's
-// snapshot (a fresh snapshot sees the same running transactions), so none
-// committed one unseen; and this transaction never held the key lock before
-// (fresh_lock again), so it wrote none itself. A row written by hand,
-// bypassing the functions, by a transaction still open is the one left: the
-// insert then meets it in the unique index, as in any key table (README,
-// limits; test/specs/hand_written_row.spec).
-bool AbsenceProved(bool first_look_direct, bool fresh_lock);
-
 // lookup(): the live row (expires_at > now) as an idempotency.keys composite
 // copied into `into`, or 0 in *row when there is none. False: not safe here.
 bool LookupLive(const args::KeyRef& key, TimestampTz now, MemoryContext into, Datum* row);

@@ -28,15 +28,10 @@ LOCKTAG TagFor(const args::KeyRef& key) {
 
 }  // namespace
 
-bool TryAcquire(const args::KeyRef& key, int64 wait_us, bool* fresh) {
+bool TryAcquire(const args::KeyRef& key, int64 wait_us) {
   const LOCKTAG tag = TagFor(key);
-  if (fresh != nullptr) *fresh = false;
   return PgCall([&] {
-    const LockAcquireResult got = LockAcquire(&tag, ExclusiveLock, false, true);
-    if (got != LOCKACQUIRE_NOT_AVAIL) {
-      if (fresh != nullptr) *fresh = got == LOCKACQUIRE_OK;
-      return true;
-    }
+    if (LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL) return true;
     if (wait_us <= 0) return false;
     // A real lock wait, so that the waiter shows in pg_locks and
     // pg_stat_activity and wakes the moment the holder's transaction ends.

@@ -13,10 +13,8 @@
 namespace pgi::key_lock {
 
 // Tries at once, then (wait_us > 0) waits up to wait_us for the holder's
-// transaction to end. True when held. *fresh (if given): this transaction did
-// not hold it before and got it without waiting, so no other transaction held
-// it at that moment.
-bool TryAcquire(const args::KeyRef& key, int64 wait_us, bool* fresh = nullptr);
+// transaction to end. True when held.
+bool TryAcquire(const args::KeyRef& key, int64 wait_us);
 
 // Waits as long as it takes (deadlock detection applies).
 void Acquire(const args::KeyRef& key);

@@ -75,13 +75,8 @@ std::optional<decide::Row> AsDecideRow(const store::KeyRow& row) {
 Result Decide(const args::KeyRef& key, TimestampTz now, TimestampTz expires_at, int64 wait_us, TimestampTz wait_until,
               store::Link& spi) {
   // First look, read-only: a processed key answers here without a lock or an xid.
-  bool seen_directly = false;
-  store::KeyRow row = store::FirstLook(key, spi, &seen_directly);
-  // The first look found no row and no other look has been taken since: the
-  // key may be proved absent once locked (direct_read::AbsenceProved).
-  bool first_look_only = !row.found;
+  store::KeyRow row = store::FirstLook(key, spi);
   bool locked = false;
-  bool fresh_lock = false;
   for (int writes = 0;;) {
     switch (decide::Judge(AsDecideRow(row), now)) {
       case decide::Verdict::Replay:
@@ -93,7 +88,6 @@ Result Decide(const args::KeyRef& key, TimestampTz now, TimestampTz expires_at, 
         if (!Nap(wait_until)) return {Answer::Held, 0, true, row.locked_until};
         spi.Need();
         row = store::Read(key);
-        first_look_only = false;
         continue;
       case decide::Verdict::Acquire:
         break;
@@ -101,13 +95,15 @@ Result Decide(const args::KeyRef& key, TimestampTz now, TimestampTz expires_at, 
     // Absent, expired or lease over: take the key lock, which waits for an
     // open transaction working on the same key.
     if (!locked) {
-      if (!key_lock::TryAcquire(key, wait_us == 0 ? 0 : std::max<int64>(1, LeftUs(wait_until)), &fresh_lock))
+      if (!key_lock::TryAcquire(key, wait_us == 0 ? 0 : std::max<int64>(1, LeftUs(wait_until))))
         return {Answer::Held, 0};
       locked = true;
     }
     if (writes++ == kWriteAttempts) return {Answer::Held, 0};
     const store::NewClaim claim{nullptr, token::New(), now, expires_at, 0};
-    if (first_look_only && direct_read::AbsenceProved(seen_directly, fresh_lock) &&
+    // No row seen, and none there now (a probe that also sees uncommitted
+    // rows; nobody can add one while we hold the key lock): a plain insert.
+    if (!row.found && direct_read::Probe(key) == direct_read::Presence::Absent &&
         direct_write::InsertAbsent(key, claim, /*completed=*/true))
       return {Answer::First, 1};
     spi.Need();
@@ -118,7 +114,6 @@ Result Decide(const args::KeyRef& key, TimestampTz now, TimestampTz expires_at, 
     // Someone else's row is there now (committed since the first look): look
     // again, under a fresh snapshot, and answer for it.
     row = store::Read(key);
-    first_look_only = false;
   }
 }
 

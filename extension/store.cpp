@@ -235,10 +235,9 @@ KeyRow ReadBy(const args::KeyRef& key, Snapshot snapshot) {
 
 KeyRow Read(const args::KeyRef& key) { return ReadBy(key, Snapshot::Fresh); }
 
-KeyRow FirstLook(const args::KeyRef& key, Link& spi, bool* direct) {
+KeyRow FirstLook(const args::KeyRef& key, Link& spi) {
   KeyRow row{};
-  *direct = direct_read::Read(key, &row);
-  if (*direct) return row;
+  if (direct_read::Read(key, &row)) return row;
   spi.Need();
   return ReadBy(key, Snapshot::Statement);
 }

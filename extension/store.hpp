@@ -75,8 +75,8 @@ KeyRow Read(const args::KeyRef& key);
 // claim's and once()'s first look: the key's row under the calling
 // statement's snapshot (no new snapshot), by a direct primary-key probe where
 // that is safe (direct_read.hpp), else by the SPI statement (connected through
-// spi). *direct: the probe answered, so no row-level security hid a row.
-KeyRow FirstLook(const args::KeyRef& key, Link& spi, bool* direct);
+// spi).
+KeyRow FirstLook(const args::KeyRef& key, Link& spi);
 
 // What an insert of `claim` as a new key (attempt 1) wrote.
 ClaimedRow Inserted(const NewClaim& claim);
