@@ -6,10 +6,11 @@
 //
 // The database comes from the standard PG* environment variables (PGHOST,
 // PGPORT, PGUSER, PGDATABASE, ...). POST /payments is the business logic alone;
-// the Idempotency-Key handling is the middleware in idempotency.js.
+// the Idempotency-Key handling is the pg-idempotency package's middleware
+// (node-client/ in this repository).
 const express = require('express');
 const pg = require('pg');
-const { idempotency, transaction, reject } = require('./idempotency');
+const { idempotency, transaction, reject } = require('pg-idempotency');
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 

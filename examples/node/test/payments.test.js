@@ -154,6 +154,19 @@ test('no key, an over-long key, malformed JSON, a bad body: 400, and nothing is 
   assert.equal((await post(key, '{"amount": 1, "currency": "EUR"}')).status, 201);
 });
 
+test('GET /payments/count with Content-Type: application/json and no body: an empty body is no body', async () => {
+  const res = await fetch(`${base}/payments/count`, { headers: { 'Content-Type': 'application/json' } });
+  assert.equal(res.status, 200);
+  assert.ok(Number.isInteger((await res.json()).count));
+  // And a POST whose JSON body is empty: the route's own 400, nothing claimed.
+  const key = newKey();
+  const empty = await post(key, '');
+  assert.equal(empty.status, 400);
+  assert.equal(JSON.parse(empty.text).error, 'malformed_json');
+  const { rowCount } = await admin.query("SELECT 1 FROM idempotency.keys WHERE scope = 'payments' AND key = $1", [key]);
+  assert.equal(rowCount, 0);
+});
+
 test('a database connection lost mid-request: 503, nothing stored, the retry creates the payment', async () => {
   const key = newKey();
   const pending = post(key, '{"amount": 9, "currency": "EUR", "delay_ms": 1500}');
@@ -170,6 +183,7 @@ test('a database connection lost mid-request: 503, nothing stored, the retry cre
   const lost = await pending;
   assert.equal(lost.status, 503);
   assert.equal(JSON.parse(lost.text).error, 'database_unavailable');
+  assert.ok(Number(lost.headers.get('retry-after')) >= 1);
   assert.equal(await paymentsWithKey(key), 0);
   const retry = await post(key, '{"amount": 9, "currency": "EUR"}');
   assert.equal(retry.status, 201);

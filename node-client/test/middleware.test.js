@@ -1,21 +1,22 @@
 'use strict';
-// The Express middleware (idempotency.js) on routes of the test's own, in
-// this process, over real HTTP, against the real cluster: the options the demo
-// service does not use (fingerprint of method + path + raw bytes, optional key,
-// scope callback, custom header and replayed headers, 5xx rolled back).
+// The Express middleware on routes of the test's own, in this process, over
+// real HTTP, against the real server, as installed from the package: the
+// options the demo service does not use (fingerprint of method + path + raw
+// bytes, optional key, scope callback, custom header and replayed headers, 5xx
+// rolled back), faithful replays (Location, repeated headers, binary bodies),
+// an empty body, and backpressure when the pool is exhausted.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const express = require('express');
-const pg = require('pg');
-const { idempotency, transaction, Rejection } = require('../idempotency');
+const { idempotency, transaction, Rejection } = require('pg-idempotency');
+const { createDatabase, makePool, newKey: makeKey } = require('./helpers');
 
 const DB = process.env.NODE_MIDDLEWARE_TEST_DB || 'idempotency_node_mw_test';
 let pool;
 let server;
 let base;
-const run = `${process.pid}-${Date.now()}`;
-let n = 0;
-const newKey = () => `mw-${run}-${n++}`;
+let busyPool;  // a pool of two connections, for the backpressure tests
+const newKey = () => makeKey('mw');
 
 // One row per run of the route; ?status=N answers N.
 async function work(req, res) {
@@ -26,6 +27,25 @@ async function work(req, res) {
   res.set('X-Request-Time', String(process.hrtime.bigint()));
   const body = Buffer.from([0x63, 0x00, 0xff, 0x01]);  // raw bytes: NUL and 0xff included
   res.type('application/octet-stream').send(Buffer.concat([body, Buffer.from(String(process.hrtime.bigint()))]));
+}
+
+// Repeated headers (two Set-Cookie lines, two Link lines) and a redirect.
+async function cookies(req, res) {
+  await req.db.query('INSERT INTO mw_node_work (tenant, key) VALUES ($1, $2)', ['-', req.idempotency.key]);
+  res.append('Set-Cookie', 'session=abc; Path=/; HttpOnly');
+  res.append('Set-Cookie', `seen=${process.hrtime.bigint()}`);
+  res.append('Link', '</a>; rel="next"');
+  res.append('Link', '</b>; rel="prev"');
+  res.location(`/orders/${req.idempotency.key}`);
+  res.status(303).send(Buffer.from([0xde, 0xad, 0xbe, 0xef, 0x00]));
+}
+
+// A route that answers through Node's own writeHead/write/end.
+async function writeHeadRoute(req, res) {
+  await req.db.query('INSERT INTO mw_node_work (tenant, key) VALUES ($1, $2)', ['-', req.idempotency.key]);
+  res.writeHead(202, { 'Content-Type': 'text/plain', 'X-Route': 'head' });
+  res.write('part one, ');
+  res.end(`part two ${process.hrtime.bigint()}`);
 }
 
 const tenantScope = (req) => {
@@ -48,15 +68,9 @@ async function post(path, { key = null, header = 'Idempotency-Key', body = '{}',
 }
 
 before(async () => {
-  const root = new pg.Client({ database: 'postgres' });
-  await root.connect();
-  const { rowCount } = await root.query('SELECT 1 FROM pg_database WHERE datname = $1', [DB]);
-  if (rowCount === 0) await root.query(`CREATE DATABASE ${DB}`);
-  await root.end();
-  pool = new pg.Pool({ database: DB, max: 4 });
-  pool.on('error', () => {});
-  await pool.query('SET client_min_messages = warning');
-  await pool.query('CREATE EXTENSION IF NOT EXISTS pg_idempotency');
+  await createDatabase(DB);
+  pool = makePool(DB, 4);
+  busyPool = makePool(DB, 2);
   await pool.query('CREATE TABLE IF NOT EXISTS mw_node_work (tenant text NOT NULL, key text NOT NULL)');
 
   const app = express();
@@ -66,6 +80,15 @@ before(async () => {
   app.post('/custom', idempotency({ pool, scope: tenantScope, keyHeader: 'X-Request-Id',
     replayHeaders: ['Location', 'Content-Type'] }), work);
   app.post('/plain', transaction({ pool }), work);
+  app.get('/count', transaction({ pool }), async (req, res) => {
+    const { rows: [r] } = await req.db.query('SELECT count(*)::int AS n FROM mw_node_work');
+    res.json({ count: r.n, body: req.body === undefined ? 'none' : typeof req.body });
+  });
+  app.post('/empty', idempotency({ pool, scope: tenantScope }), work);
+  app.post('/cookies', idempotency({ pool, scope: tenantScope }), cookies);
+  app.post('/head', idempotency({ pool, scope: tenantScope }), writeHeadRoute);
+  app.post('/busy', idempotency({ pool: busyPool, scope: tenantScope, acquireTimeout: 100, retryAfter: 2 }), work);
+  app.post('/busy-queue', idempotency({ pool: busyPool, scope: tenantScope, acquireTimeout: 60000, maxWaiting: 0 }), work);
   await new Promise((resolve) => { server = app.listen(0, '127.0.0.1', resolve); });
   base = `http://127.0.0.1:${server.address().port}`;
 });
@@ -73,6 +96,7 @@ before(async () => {
 after(async () => {
   await new Promise((resolve) => server.close(resolve));
   await pool.end();
+  await busyPool.end();
 });
 
 test('replay of raw bytes and stored headers, byte for byte', async () => {
@@ -174,4 +198,92 @@ test('a 5xx answer rolls the work and the claim back: the retry runs again', asy
 
 test('a plain transaction route (no key at all)', async () => {
   assert.equal((await post('/plain', { key: newKey() })).status, 201);
+});
+
+async function send(method, path, { key = null, type = null, body = undefined, tenant = 't1' } = {}) {
+  const headers = {};
+  if (type !== null) headers['Content-Type'] = type;
+  if (key !== null) headers['Idempotency-Key'] = key;
+  if (tenant !== null) headers['X-Tenant'] = tenant;
+  const res = await fetch(`${base}${path}`, { method, headers, body, redirect: 'manual' });
+  return { status: res.status, headers: res.headers, bytes: Buffer.from(await res.arrayBuffer()) };
+}
+
+test('an empty body is no body, whatever its Content-Type', async () => {
+  // GET with Content-Type: application/json and no body (the case that answered 400 malformed_json).
+  const count = await send('GET', '/count', { type: 'application/json' });
+  assert.equal(count.status, 200, count.bytes.toString());
+  assert.equal(JSON.parse(count.bytes.toString()).body, 'none');
+  // An empty POST with a key and a JSON Content-Type: fingerprinted as no body, replayed as such.
+  const key = newKey();
+  assert.equal((await send('POST', '/empty', { key, type: 'application/json', body: '' })).status, 201);
+  const again = await send('POST', '/empty', { key, type: 'application/json' });
+  assert.equal(again.headers.get('idempotent-replayed'), 'true');
+  const { rows: [r] } = await pool.query(
+    `SELECT fingerprint = idempotency.fingerprint('{"method": "POST", "path": "/empty", "body_hex": ""}') AS same
+       FROM idempotency.keys WHERE scope = 'tenant:t1' AND key = $1`, [key]);
+  assert.equal(r.same, true);
+  // Same key with a body now: another request.
+  assert.equal((await send('POST', '/empty', { key, type: 'application/json', body: '{}' })).status, 422);
+  assert.equal(await rows(key), 1);
+  // A body that is not JSON under a JSON Content-Type is still refused.
+  const bad = await send('POST', '/empty', { key: newKey(), type: 'application/json', body: '{' });
+  assert.equal(bad.status, 400);
+  assert.equal(JSON.parse(bad.bytes.toString()).error, 'malformed_json');
+});
+
+test('faithful replay: status, Location, repeated Set-Cookie and Link lines, binary body', async () => {
+  const key = newKey();
+  const first = await send('POST', '/cookies', { key });
+  assert.equal(first.status, 303);
+  const again = await send('POST', '/cookies', { key });
+  assert.equal(again.status, 303);
+  assert.equal(again.headers.get('idempotent-replayed'), 'true');
+  assert.deepEqual(again.bytes, Buffer.from([0xde, 0xad, 0xbe, 0xef, 0x00]));
+  assert.deepEqual(again.bytes, first.bytes);
+  assert.equal(again.headers.get('location'), `/orders/${key}`);
+  assert.deepEqual(again.headers.getSetCookie(), first.headers.getSetCookie());
+  assert.equal(again.headers.getSetCookie().length, 2);
+  assert.equal(again.headers.get('link'), '</a>; rel="next", </b>; rel="prev"');
+  const { rows: [h] } = await pool.query(
+    "SELECT response_headers->'Set-Cookie' AS cookies FROM idempotency.keys WHERE scope = 'tenant:t1' AND key = $1", [key]);
+  assert.equal(h.cookies.length, 2);  // stored as an array: one header line each
+  assert.equal(await rows(key), 1);
+});
+
+test('a route answering with writeHead, write and end is held, stored and replayed', async () => {
+  const key = newKey();
+  const first = await send('POST', '/head', { key });
+  assert.equal(first.status, 202);
+  assert.equal(first.headers.get('x-route'), 'head');
+  assert.match(first.bytes.toString(), /^part one, part two \d+$/);
+  const again = await send('POST', '/head', { key });
+  assert.equal(again.status, 202);
+  assert.equal(again.headers.get('idempotent-replayed'), 'true');
+  assert.equal(again.headers.get('x-route'), 'head');
+  assert.deepEqual(again.bytes, first.bytes);
+});
+
+test('backpressure: every pool connection in use, a bounded wait, then 503 with Retry-After; then it serves', async () => {
+  const held = [await busyPool.connect(), await busyPool.connect()];
+  try {
+    const key = newKey();
+    const timedOut = await send('POST', '/busy', { key });
+    assert.equal(timedOut.status, 503);
+    assert.equal(timedOut.headers.get('retry-after'), '2');
+    assert.equal(JSON.parse(timedOut.bytes.toString()).error, 'database_busy');
+    const refused = await send('POST', '/busy-queue', { key });  // no queue allowed at all: at once
+    assert.equal(refused.status, 503);
+    assert.equal(refused.headers.get('retry-after'), '1');
+    assert.equal(await rows(key), 0);
+  } finally {
+    for (const c of held) c.release();
+  }
+  // The request that gave up handed its connection back: the pool serves again, nothing leaked.
+  const key = newKey();
+  assert.equal((await send('POST', '/busy', { key })).status, 201);
+  assert.equal((await send('POST', '/busy', { key })).headers.get('idempotent-replayed'), 'true');
+  assert.equal((await send('POST', '/busy-queue', { key: newKey() })).status, 201);
+  assert.equal(busyPool.waitingCount, 0);
+  assert.equal(await rows(key), 1);
 });
