@@ -234,11 +234,15 @@ test('a backend killed while the key is held: finish fails with 08006, nothing s
   const admin = new pg.Client({ database: DB });
   await admin.connect();
   try {
+    let inHandler;
+    const handlerRan = new Promise((resolve) => { inHandler = resolve; });
     const pending = idem.execute(pool, 'api', key, async (tx) => {
       await tx.query('INSERT INTO api_effects (key) VALUES ($1)', [key]);
+      inHandler();
       await sleep(1500);  // killed meanwhile: finish() finds the connection gone
       return { status: 201 };
     }).catch((err) => err);
+    await handlerRan;  // the claim and the insert are done; the backend idles in the transaction
     assert.equal(await killIdleInTransaction(admin, DB), 1);
     const err = await pending;
     assert.ok(err instanceof IdempotencyError, String(err));
