@@ -142,6 +142,20 @@ export interface MiddlewareOptions {
   maxWaiting?: number;
   /** Retry-After of the 503 answers, in seconds (1). */
   retryAfter?: number;
+  /**
+   * OpenTelemetry spans and metrics, when @opentelemetry/api is installed (default: on, with the
+   * global providers). false: off.
+   */
+  telemetry?: false | TelemetryOptions;
+}
+
+export interface TelemetryOptions {
+  /** Default: the global tracer provider. */
+  tracerProvider?: { getTracer(name: string, version?: string): any };
+  /** Default: the global meter provider. */
+  meterProvider?: { getMeter(name: string, version?: string): any };
+  /** Record the raw key as pg_idempotency.key (default false: only its SHA-256 as pg_idempotency.key_hash). */
+  recordRawKey?: boolean;
 }
 
 export type Middleware = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => Promise<void>;

@@ -22,6 +22,7 @@ const { TextDecoder } = require('node:util');
 const api = require('./client');
 const { isConnectionLost } = require('./errors');
 const { fingerprintDocument, isJson, requestPath } = require('./fingerprint');
+const { makeTelemetry } = require('./telemetry');
 
 const MAX_BODY = 1024 * 1024;
 // Not stored by default: framing and per-connection headers, and the replay marker.
@@ -153,6 +154,8 @@ async function acquire(pool, timeoutMs, maxWaiting) {
 //   acquireTimeout longest wait for a pool connection, in ms (5000); then 503 with Retry-After
 //   maxWaiting     most requests waiting for a connection at once (default: the pool's max); more: 503 at once
 //   retryAfter     the Retry-After of those 503 answers, in seconds (1)
+//   telemetry      OpenTelemetry spans and metrics when @opentelemetry/api is installed (lib/telemetry.js):
+//                  false: off; { tracerProvider, meterProvider, recordRawKey } to choose (default: the globals)
 function idempotency(options) {
   const o = {
     keyHeader: 'Idempotency-Key', keyRequired: true, fingerprint: 'request', limit: MAX_BODY,
@@ -162,8 +165,11 @@ function idempotency(options) {
   if (!['request', 'json-body', 'none'].includes(o.fingerprint)) throw new Error('idempotency: bad fingerprint option');
   if (o.maxWaiting === undefined) o.maxWaiting = (o.pool.options && o.pool.options.max) || 10;
   const claimOptions = { ttl: o.ttl, lease: o.lease, wait: o.wait };
+  const telemetry = o.keyHeader ? makeTelemetry(o.telemetry) : null;  // requests with a key only
 
   return async function idempotencyMiddleware(req, res, next) {
+    const obs = telemetry ? telemetry.startRequest(req, requestPath(req)) : null;
+    if (obs) res.once('close', () => obs.end(res.statusCode));
     let client = null;
     let broken = false;
     const onError = () => { broken = true; };
@@ -184,11 +190,13 @@ function idempotency(options) {
     const fail = (err, claimed) => {
       if (err instanceof Rejection) return sendError(res, err.status, err.code, err.message, err.headers);
       if (err instanceof Busy) {
+        obs?.set({ errorType: '08004' });  // as the C++ pool's timeout: no connection could be had
         return sendError(res, 503, 'database_busy', `${err.message}; retry later`,
           { 'Retry-After': String(o.retryAfter) });
       }
       const lost = broken || isConnectionLost(err);
       if (lost) broken = true;
+      obs?.set({ errorType: lost ? (err.sqlstate?.startsWith('08') ? err.sqlstate : '08006') : (err.sqlstate ?? err.code ?? null) });
       releaseClient();
       if (lost) {
         return sendError(res, 503, 'database_unavailable',
@@ -205,6 +213,7 @@ function idempotency(options) {
       const key = o.keyHeader ? header(req, o.keyHeader) : undefined;
       if ((key !== undefined && (key.length === 0 || Buffer.byteLength(key) > 255)) ||
           (key === undefined && o.keyRequired)) {
+        obs?.set({ outcome: 'rejected' });
         return sendError(res, 400, 'missing_idempotency_key',
           `this endpoint requires an ${o.keyHeader} header of 1 to 255 bytes`);
       }
@@ -221,14 +230,18 @@ function idempotency(options) {
         }
       }
       const scope = key === undefined ? null : o.scope ? await o.scope(req) : `${req.method} ${requestPath(req)}`;
+      if (key !== undefined) obs?.set({ scope, key });
 
       client = await acquire(o.pool, o.acquireTimeout, o.maxWaiting);
       client.on('error', onError);  // a backend that dies while checked out must not crash the process
       await client.query('BEGIN');
       let token = null;
       if (key !== undefined) {
-        const r = await api.claim(client, scope, key, o.fingerprint === 'none' ? claimOptions
-          : { ...claimOptions, request: fingerprintDocument(req, raw, text, o.fingerprint) });
+        const claimWith = o.fingerprint === 'none' ? claimOptions
+          : { ...claimOptions, request: fingerprintDocument(req, raw, text, o.fingerprint) };
+        const r = obs ? await obs.sql(client, 'idempotency.claim', () => api.claim(client, scope, key, claimWith))
+          : await api.claim(client, scope, key, claimWith);
+        obs?.set({ outcome: r.outcome, attempt: r.attempt });
         if (r.outcome !== 'claimed') {
           await client.query('ROLLBACK');
           releaseClient();
@@ -248,8 +261,9 @@ function idempotency(options) {
           await client.query('ROLLBACK');
         } else {
           if (token !== null) {
-            await api.finish(client, scope, key, token,
-              { status: res.statusCode, body, headers: storedHeaders(res, o.replayHeaders) });
+            const response = { status: res.statusCode, body, headers: storedHeaders(res, o.replayHeaders) };
+            if (obs) await obs.sql(client, 'idempotency.finish', () => api.finish(client, scope, key, token, response));
+            else await api.finish(client, scope, key, token, response);
           }
           await client.query('COMMIT');
         }
@@ -261,7 +275,8 @@ function idempotency(options) {
       });
       req.db = client;
       req.idempotency = key === undefined ? null : { scope, key, token };
-      next();
+      if (obs) telemetry.run(obs, next);
+      else next();
     } catch (err) {
       if (isConnectionLost(err)) broken = true;
       await rollback();

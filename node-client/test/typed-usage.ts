@@ -32,6 +32,7 @@ app.post('/tenants', idempotency({
   ttl: '7 days',
   lease: 30_000,
   replayHeaders: ['Location'],
+  telemetry: { recordRawKey: false },
 }), (_req, res) => { res.sendStatus(204); });
 
 async function consumer(client: pg.Client, messageId: string): Promise<boolean> {
