@@ -9,7 +9,8 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const express = require('express');
 const { idempotency, transaction, Rejection } = require('pg-idempotency');
-const { createDatabase, makePool, newKey: makeKey } = require('./helpers');
+const pg = require('pg');
+const { createDatabase, makePool, newKey: makeKey, killIdleInTransaction } = require('./helpers');
 
 const DB = process.env.NODE_MIDDLEWARE_TEST_DB || 'idempotency_node_mw_test';
 let pool;
@@ -27,6 +28,25 @@ async function work(req, res) {
   res.set('X-Request-Time', String(process.hrtime.bigint()));
   const body = Buffer.from([0x63, 0x00, 0xff, 0x01]);  // raw bytes: NUL and 0xff included
   res.type('application/octet-stream').send(Buffer.concat([body, Buffer.from(String(process.hrtime.bigint()))]));
+}
+
+// Holds its request inside the transaction until the test lets it go.
+const gates = new Map();
+function gate(key) {
+  const g = {};
+  g.started = new Promise((resolve) => { g.markStarted = resolve; });
+  g.released = new Promise((resolve) => { g.go = resolve; });
+  gates.set(key, g);
+  return g;
+}
+async function held(req, res) {
+  await req.db.query('INSERT INTO mw_node_work (tenant, key) VALUES ($1, $2)', ['-', req.idempotency.key]);
+  const g = gates.get(req.idempotency.key);
+  if (g) {
+    g.markStarted();
+    await g.released;
+  }
+  res.status(201).json({ key: req.idempotency.key });
 }
 
 // Repeated headers (two Set-Cookie lines, two Link lines) and a redirect.
@@ -85,6 +105,7 @@ before(async () => {
     res.json({ count: r.n, body: req.body === undefined ? 'none' : typeof req.body });
   });
   app.post('/empty', idempotency({ pool, scope: tenantScope }), work);
+  app.post('/held', idempotency({ pool, scope: tenantScope }), held);
   app.post('/cookies', idempotency({ pool, scope: tenantScope }), cookies);
   app.post('/head', idempotency({ pool, scope: tenantScope }), writeHeadRoute);
   app.post('/busy', idempotency({ pool: busyPool, scope: tenantScope, acquireTimeout: 100, retryAfter: 2 }), work);
@@ -285,5 +306,46 @@ test('backpressure: every pool connection in use, a bounded wait, then 503 with 
   assert.equal((await send('POST', '/busy', { key })).headers.get('idempotent-replayed'), 'true');
   assert.equal((await send('POST', '/busy-queue', { key: newKey() })).status, 201);
   assert.equal(busyPool.waitingCount, 0);
+  assert.equal(await rows(key), 1);
+});
+
+test('a duplicate while the first is in flight: 409 with Retry-After; afterwards the replay', async () => {
+  const key = newKey();
+  const g = gate(key);
+  const first = send('POST', '/held', { key });
+  await g.started;  // claimed, inserted, still inside its transaction
+  const dup = await send('POST', '/held', { key });
+  assert.equal(dup.status, 409);
+  assert.ok(Number(dup.headers.get('retry-after')) >= 1);
+  assert.equal(JSON.parse(dup.bytes.toString()).error, 'request_in_progress');
+  g.go();
+  assert.equal((await first).status, 201);
+  const again = await send('POST', '/held', { key });
+  assert.equal(again.headers.get('idempotent-replayed'), 'true');
+  assert.equal(await rows(key), 1);
+});
+
+test('the backend killed while the route holds the key: 503 with Retry-After, nothing stored, the retry runs', async () => {
+  const key = newKey();
+  const g = gate(key);
+  const first = send('POST', '/held', { key });
+  await g.started;
+  const admin = new pg.Client({ database: DB });
+  await admin.connect();
+  try {
+    assert.equal(await killIdleInTransaction(admin, DB), 1);
+  } finally {
+    await admin.end();
+  }
+  g.go();  // the route answers; storing it finds the connection gone
+  const lost = await first;
+  assert.equal(lost.status, 503);
+  assert.equal(JSON.parse(lost.bytes.toString()).error, 'database_unavailable');
+  assert.ok(Number(lost.headers.get('retry-after')) >= 1);
+  assert.equal(await rows(key), 0);
+  gates.delete(key);
+  const retry = await send('POST', '/held', { key });
+  assert.equal(retry.status, 201);
+  assert.equal(retry.headers.get('idempotent-replayed'), null);
   assert.equal(await rows(key), 1);
 });
