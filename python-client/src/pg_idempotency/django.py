@@ -80,9 +80,15 @@ class IdempotencyMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> Optional[HttpResponse]:
         """A view's Reject answers without storing anything (rolled back)."""
-        if isinstance(exception, Reject) and hasattr(request, "idempotency"):
+        if not hasattr(request, "idempotency"):
+            return None
+        if isinstance(exception, Reject):
             request._idempotency_rejected = True
             return _to_django(error_reply(exception.status, exception.code, str(exception)))
+        if isinstance(exception, DatabaseError) and _lost(connections[self.alias], exception, _sqlstate(exception)):
+            # The view's own statement found the database gone: 503, rolled back.
+            request._idempotency_lost = True
+            return _to_django(unavailable_reply(str(exception)))
         return None
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
@@ -141,6 +147,8 @@ class IdempotencyMiddleware:
                                                                              response.content, stored)))
             except _Rollback:
                 pass
+            if getattr(request, "_idempotency_lost", False):
+                connection.close()  # the next request connects again
             return response
         except DatabaseError as e:
             state = _sqlstate(e)
