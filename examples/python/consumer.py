@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import signal
+import sys
 import time
 
 import psycopg
@@ -30,6 +31,8 @@ STREAM, GROUP, SCOPE = "payments", "ledger", "consumer:payments"
 def setup(conn: psycopg.Connection) -> None:
     with conn.transaction():
         conn.execute("SET LOCAL client_min_messages = warning")
+        # Consumers start together: one creates, the others wait and find it.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('demo.ledger_py'))")
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_idempotency")
         conn.execute("CREATE SCHEMA IF NOT EXISTS demo")
         conn.execute("""CREATE TABLE IF NOT EXISTS demo.ledger_py (
@@ -52,6 +55,7 @@ def main() -> None:
     conn = psycopg.connect(a.db, prepare_threshold=None if a.pooler else 5)
     setup(conn)
     commits = [0]
+    recognised: list[str] = []  # entries answered "already processed"
 
     def apply(db: psycopg.Connection, fields: dict) -> None:
         db.execute("INSERT INTO demo.ledger_py (business_id, amount, consumer) VALUES (%s, %s, %s)",
@@ -59,7 +63,10 @@ def main() -> None:
 
     def before_ack(entry: str, ran: bool) -> None:
         commits[0] += 1
+        if not ran:
+            recognised.append(entry)
         if a.crash_after_commit and commits[0] >= a.crash_after_commit:
+            print(json.dumps({"consumer": a.name, "crash_after_commit_of": entry}), file=sys.stderr, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)  # committed, never acknowledged
 
     c = RedisStreams(r, conn, stream=STREAM, group=GROUP, name=a.name, scope=SCOPE, handler=apply,
@@ -71,7 +78,8 @@ def main() -> None:
             continue
         if r.get(f"{STREAM}:producer-done") and r.xpending(STREAM, GROUP)["pending"] == 0:
             break
-    print(json.dumps({"consumer": a.name, "applied": c.applied, "redelivered": c.redelivered, "busy": c.busy}))
+    print(json.dumps({"consumer": a.name, "applied": c.applied, "redelivered": c.redelivered, "busy": c.busy,
+                      "recognised_entries": recognised}))
 
 
 if __name__ == "__main__":
