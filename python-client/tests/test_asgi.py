@@ -196,3 +196,24 @@ def test_fingerprint_documents_match_the_node_middleware(db):
         fp = sql(db, "SELECT idempotency.fingerprint(%s::jsonb) = idempotency.fingerprint(%s::jsonb)",
                  (ours, node_doc))[0][0]
         assert fp, (ours, node_doc)
+
+
+def test_fastapi_route_with_the_connection_as_a_dependency(app, db):
+    port = free_port()
+    s = Service("fastapi", [sys.executable, str(HERE / "fastapi_app.py"), "--port", str(port), "--db", db], port,
+                ready_path="/health")
+    try:
+        key, item = new_key(), new_key("item")
+        first = post(s, "/orders", key, json.dumps({"item": item}))
+        again = post(s, "/orders", key, json.dumps({"item": item}))
+        assert first.status == again.status == 201 and again.body == first.body
+        assert again.header("Idempotent-Replayed") == "true"
+        assert post(s, "/orders", key, json.dumps({"item": item + "x"})).status == 422
+        assert sql(db, "SELECT count(*) FROM public.py_asgi_runs WHERE route = 'fastapi' AND key = %s",
+                   (item,))[0][0] == 1
+        # FastAPI's own 400 for a bad order is an answer like any other: stored and replayed.
+        bad = new_key()
+        assert post(s, "/orders", bad, "{}").status == 400
+        assert post(s, "/orders", bad, "{}").header("Idempotent-Replayed") == "true"
+    finally:
+        s.stop()
