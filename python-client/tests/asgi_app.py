@@ -92,7 +92,7 @@ def create_app(db: str, pool_size: int, acquire_timeout: float):
               Route("/in-tx", in_transaction, methods=["POST"]), Route("/fail500", fail500, methods=["POST"]),
               Route("/reject", reject, methods=["POST"]), Route("/crash", crash, methods=["POST"]),
               Route("/slow", slow, methods=["POST"]), Route("/raw", raw, methods=["POST"]),
-              Route("/plain", plain, methods=["GET"]), Route("/payments/count", plain, methods=["GET"])]
+              Route("/plain", plain, methods=["GET"]), Route("/waiting", slow, methods=["POST"]), Route("/payments/count", plain, methods=["GET"])]
 
     def tenant_scope(req):
         if "x-tenant" not in req.headers:
@@ -110,6 +110,7 @@ def create_app(db: str, pool_size: int, acquire_timeout: float):
         ("POST", "/crash"): Options(),
         ("POST", "/slow"): Options(fingerprint="none"),
         ("POST", "/raw"): Options(),
+        ("POST", "/waiting"): Options(fingerprint="none", wait=20),  # wait for the running request
     }
     app = Starlette(routes=routes, on_startup=[pool.open], on_shutdown=[pool.close])
     app.add_middleware(IdempotencyMiddleware, pool=pool, routes=policy, acquire_timeout=acquire_timeout)

@@ -167,6 +167,21 @@ def test_backpressure_a_bounded_wait_for_the_pool_then_503_with_retry_after(db):
         s.stop()
 
 
+def test_wait_makes_a_duplicate_wait_for_the_running_request_and_replay(app, db):
+    key, answers = new_key(), []
+    first = threading.Thread(target=lambda: answers.append(post(app, "/waiting", key, '{"sleep": 1.5}')))
+    first.start()
+    for _ in range(200):
+        if sql(db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%%'")[0][0]:
+            break
+        time.sleep(0.05)
+    answers.append(post(app, "/waiting", key, '{"sleep": 1.5}'))
+    first.join()
+    assert [a.status for a in answers] == [201, 201], answers  # never a 409
+    assert sorted(str(a.header("Idempotent-Replayed")) for a in answers) == ["None", "true"]
+    assert answers[1].body == answers[0].body and runs(db, "slow", key) == 1
+
+
 def test_routes_outside_the_policy_pass_through_untouched(app):
     assert json.loads(request(app.port, "GET", "/plain").body) == {"db": False}
 
