@@ -15,13 +15,18 @@ from conftest import HERE, TEST_DB, Service, free_port, new_key, post_payment, r
 BINARY = bytes(range(256))
 
 
+def start_django(name="django", **env):
+    port = free_port()
+    path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    return Service(name, [sys.executable, "-m", "django", "runserver", f"127.0.0.1:{port}", "--noreload"], port,
+                   env={"DJANGO_SETTINGS_MODULE": "django_app.settings", "PYTHONPATH": path, "PGDATABASE": TEST_DB,
+                        **env}, cwd=HERE)
+
+
 @pytest.fixture(scope="module")
 def django_app(db):
     sql(db, "CREATE TABLE IF NOT EXISTS public.py_django_runs (route text, key text)")
-    port = free_port()
-    s = Service("django", [sys.executable, "-m", "django", "runserver", f"127.0.0.1:{port}", "--noreload"], port,
-                env={"DJANGO_SETTINGS_MODULE": "django_app.settings", "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])), "PGDATABASE": TEST_DB},
-                cwd=HERE)
+    s = start_django()
     yield s
     s.stop()
 
@@ -115,3 +120,24 @@ def test_a_key_claimed_through_django_replays_through_the_other_services(django_
     first = post_payment(services["python"].port, key2, '{"amount": 250, "currency": "EUR"}')
     r = post_payment(django_app.port, key2, '{"amount": 250, "currency": "EUR"}')
     assert r.status == 201 and r.body == first.body and r.header("Idempotent-Replayed") == "true"
+
+
+def test_a_bounded_wait_for_a_database_slot_then_503_with_retry_after(django_app, db):
+    s = start_django("django-one-slot", TEST_MAX_CONNECTIONS="1")
+    try:
+        holder = []
+        t = threading.Thread(target=lambda: holder.append(post(s, "/slow", new_key("dj"), '{"sleep": 3}')))
+        t.start()
+        for _ in range(200):
+            if sql(db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%%'")[0][0]:
+                break
+            time.sleep(0.05)
+        key = new_key("dj")
+        busy = post(s, "/slow", key, '{"sleep": 0}')
+        assert busy.status == 503 and json.loads(busy.body)["error"] == "database_busy"
+        assert int(busy.header("Retry-After")) >= 1
+        t.join()
+        assert holder[0].status == 201
+        assert post(s, "/slow", key, '{"sleep": 0}').status == 201  # the key was never claimed
+    finally:
+        s.stop()

@@ -14,8 +14,11 @@ required, the same fingerprints, replay byte for byte with
 "Idempotent-Replayed: true" (Set-Cookie included when listed in
 replay_headers), 409 with Retry-After, 422, 503 when the database is lost. A
 view that raises Reject, raises anything else or answers 500 or more stores
-nothing. Django keeps one connection per thread: the server's thread count is
-the bound on database connections (there is no pool to wait for).
+nothing. Django keeps one connection per thread, so the server's threads bound
+the connections; PG_IDEMPOTENCY_MAX_CONNECTIONS = N bounds the requests of these
+routes that use the database at once: a request waits at most
+PG_IDEMPOTENCY_ACQUIRE_TIMEOUT seconds (5) for a slot, then gets 503 with
+Retry-After (PG_IDEMPOTENCY_BUSY_RETRY_AFTER, 1), never an unbounded queue.
 
 The SQL runs through Django's DB-API cursor, so any PostgreSQL driver Django
 uses works (psycopg2 in Django 3.2, psycopg 3 from 4.2).
@@ -23,6 +26,7 @@ uses works (psycopg2 in Django 3.2, psycopg 3 from 4.2).
 from __future__ import annotations
 
 import inspect
+import threading
 from http.cookies import SimpleCookie
 from typing import Any, Callable, Optional
 
@@ -32,7 +36,7 @@ from django.http import HttpRequest, HttpResponse
 
 from . import _statements as st
 from ._types import Response
-from .http import (MALFORMED_JSON_STATES, MalformedJson, Options, Reject, Reply, RequestInfo, error_reply,
+from .http import (MALFORMED_JSON_STATES, MalformedJson, Options, Reject, Reply, RequestInfo, busy_reply, error_reply,
                    fingerprint_document, missing_key_reply, stored_headers, to_reply, transaction_options,
                    unavailable_reply, valid_key)
 
@@ -72,6 +76,10 @@ class IdempotencyMiddleware:
         self.get_response = get_response
         self.routes = getattr(settings, "PG_IDEMPOTENCY_ROUTES", {})
         self.alias = getattr(settings, "PG_IDEMPOTENCY_DATABASE", "default")
+        limit = getattr(settings, "PG_IDEMPOTENCY_MAX_CONNECTIONS", None)
+        self.slots = threading.BoundedSemaphore(limit) if limit else None
+        self.acquire_timeout = float(getattr(settings, "PG_IDEMPOTENCY_ACQUIRE_TIMEOUT", 5.0))
+        self.busy_retry_after = int(getattr(settings, "PG_IDEMPOTENCY_BUSY_RETRY_AFTER", 1))
 
     def _options(self, request: HttpRequest) -> Optional[Options]:
         if callable(self.routes):
@@ -114,6 +122,16 @@ class IdempotencyMiddleware:
         except Reject as e:
             return _to_django(error_reply(e.status, e.code, str(e)))
 
+        if self.slots is not None and not self.slots.acquire(timeout=self.acquire_timeout):
+            return _to_django(busy_reply(self.busy_retry_after))
+        try:
+            return self._serve(o, request, key, scope, document)
+        finally:
+            if self.slots is not None:
+                self.slots.release()
+
+    def _serve(self, o: Options, request: HttpRequest, key: Optional[str], scope: Optional[str],
+               document: Optional[str]) -> HttpResponse:
         connection = connections[self.alias]
         request.idempotency = None if key is None else {"scope": scope, "key": key, "token": None}
         in_view = False

@@ -19,6 +19,9 @@ DATABASES = {
         "USER": os.environ.get("PGUSER", "postgres"),
     }
 }
+# test_django.py starts a second server with one slot to test the bounded wait.
+PG_IDEMPOTENCY_MAX_CONNECTIONS = int(os.environ.get("TEST_MAX_CONNECTIONS", "0")) or None
+PG_IDEMPOTENCY_ACQUIRE_TIMEOUT = 0.3
 PG_IDEMPOTENCY_ROUTES = {
     # The demo's payments route: scope "payments", idempotency.fingerprint(body), as in C++, Node and ASGI.
     ("POST", "/payments"): Options(scope=lambda req: "payments", fingerprint="json-body"),
