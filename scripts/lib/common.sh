@@ -15,6 +15,8 @@ DEB_PACKAGES=(
   libcpp-httplib-dev nlohmann-json3-dev curl gnuplot-nox valgrind
   redis-server libhiredis-dev
   python3 patch
+  python3-venv python3-build python3-setuptools python3-wheel python3-psycopg python3-psycopg-pool
+  python3-psycopg2 python3-starlette python3-fastapi uvicorn python3-django python3-redis python3-pytest
   pgbouncer
   nodejs wrk
   prometheus prometheus-postgres-exporter iproute2
