@@ -1,8 +1,8 @@
-#include "direct_read.hpp"
+#include "keys/direct_read.hpp"
 
-#include "boundary.hpp"
-#include "keys_table.hpp"
-#include "pg_headers.hpp"
+#include "keys/keys_table.hpp"
+#include "pg/boundary.hpp"
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 #include "access/genam.h"

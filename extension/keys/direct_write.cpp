@@ -1,9 +1,9 @@
-#include "direct_write.hpp"
+#include "keys/direct_write.hpp"
 
-#include "boundary.hpp"
-#include "direct_read.hpp"
-#include "keys_table.hpp"
-#include "pg_headers.hpp"
+#include "keys/direct_read.hpp"
+#include "keys/keys_table.hpp"
+#include "pg/boundary.hpp"
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 #include "access/tableam.h"

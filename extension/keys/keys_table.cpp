@@ -1,4 +1,4 @@
-#include "keys_table.hpp"
+#include "keys/keys_table.hpp"
 
 #include <cstring>
 

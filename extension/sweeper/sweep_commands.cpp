@@ -16,9 +16,9 @@
 //   could not run the command anyway, and must not pause its sweeping.
 #include <cstring>
 
-#include "pg_headers.hpp"
-#include "sweeper.hpp"
-#include "sweeper_shared.hpp"
+#include "sweeper/sweeper.hpp"
+#include "sweeper/sweeper_shared.hpp"
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 #include "access/xact.h"

@@ -8,10 +8,10 @@
 // starts it again after bgw_restart_time; no C++ object is ever skipped.
 #include <cstring>
 
-#include "pg_headers.hpp"
-#include "settings.hpp"
-#include "sweep_schedule.hpp"
-#include "sweeper_shared.hpp"
+#include "pg/settings.hpp"
+#include "sweeper/sweep_schedule.hpp"
+#include "sweeper/sweeper_shared.hpp"
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 #include "access/heapam.h"
