@@ -252,15 +252,40 @@ int64 TokenArg(FunctionCallInfo fcinfo, const args::KeyRef& key) {
   return PG_GETARG_INT64(2);
 }
 
-bool SameResponse(const store::KeyRow& row, const store::Response& response) {
-  if (!row.has_response_status || row.response_status != response.status) return false;
-  if ((row.response_body == 0) != (response.body == nullptr)) return false;
-  if ((row.response_headers == 0) != (response.headers == nullptr)) return false;
-  return PgCall([&] {
-    if (response.body != nullptr && !SameBytes(DatumGetByteaPP(row.response_body), response.body)) return false;
-    if (response.headers == nullptr) return true;
-    return DatumGetBool(DirectFunctionCall2(jsonb_eq, row.response_headers, PointerGetDatum(response.headers)));
+// Which parts of a finish's response differ from the stored one: IK002's detail
+// names them, since the status alone often matches.
+struct ResponseDifference {
+  bool status = false;
+  bool body = false;
+  bool headers = false;
+  bool Any() const { return status || body || headers; }
+};
+
+ResponseDifference CompareResponse(const store::KeyRow& row, const store::Response& response) {
+  ResponseDifference d;
+  d.status = !row.has_response_status || row.response_status != response.status;
+  d.body = (row.response_body == 0) != (response.body == nullptr);
+  d.headers = (row.response_headers == 0) != (response.headers == nullptr);
+  PgCall([&] {
+    if (!d.body && response.body != nullptr) d.body = !SameBytes(DatumGetByteaPP(row.response_body), response.body);
+    if (!d.headers && response.headers != nullptr)
+      d.headers = !DatumGetBool(DirectFunctionCall2(jsonb_eq, row.response_headers, PointerGetDatum(response.headers)));
   });
+  return d;
+}
+
+// "Token 7 stored status 201; this call's status (500) and body differ."
+std::string DifferenceDetail(int64 token, const store::KeyRow& row, const store::Response& response,
+                             const ResponseDifference& d) {
+  std::string parts[3];
+  int n = 0;
+  if (d.status) parts[n++] = "status (" + std::to_string(response.status) + ")";
+  if (d.body) parts[n++] = "body";
+  if (d.headers) parts[n++] = "headers";
+  std::string list = parts[0];
+  for (int i = 1; i < n; ++i) list += (i == n - 1 ? " and " : ", ") + parts[i];
+  return "Token " + std::to_string(token) + " stored status " + std::to_string(row.response_status) +
+         "; this call's " + list + (n == 1 && !d.headers ? " differs." : " differ.");
 }
 
 Datum Finish(FunctionCallInfo fcinfo) {
@@ -297,11 +322,11 @@ Datum Finish(FunctionCallInfo fcinfo) {
     const store::KeyRow row = store::Read(key);
     if (!row.found || row.expires_at <= now || row.token != token || !row.completed)
       ThrowNotHolder(key, token, row, now);
-    if (!SameResponse(row, response))
+    const ResponseDifference difference = CompareResponse(row, response);
+    if (difference.Any())
       throw Error(ERRCODE_DIFFERENT_RESPONSE,
                   "idempotency " + args::Describe(key) + " was already finished with a different response",
-                  "Token " + std::to_string(token) + " stored status " + std::to_string(row.response_status) +
-                      "; this call gave status " + std::to_string(response.status) + ".",
+                  DifferenceDetail(token, row, response, difference),
                   "A request's response is stored once; replay the stored one instead of finishing again.");
   }
   spi.Done();
