@@ -5,7 +5,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 need_root
 install_packages
-build_and_install
+build_extension   # the walkthrough needs only the extension
 trap stop_cluster EXIT
 start_cluster "idempotency.sweep_interval = '1s'"
 
