@@ -70,13 +70,20 @@ timed() {
   printf '    done in %d s\n' $((SECONDS - start)) >&2
   rm -f "$steplog"
 }
-# The last "[ NN%]" of a CMake build log, if any.
-_step_progress() { grep -o '^\[ *[0-9]*%\]' "$1" 2>/dev/null | tail -1 | sed 's/^/, /'; }
+# How far a build is: the last "[ NN%]" of a CMake log, or for the extension's
+# make the files compiled so far out of all of them.
+_step_progress() {
+  local pct compiled
+  pct=$(grep -o '^\[ *[0-9]*%\]' "$1" 2>/dev/null | tail -1)
+  if [ -n "$pct" ]; then echo ", $pct"; return; fi
+  compiled=$(grep -c -- ' -c -o extension/' "$1" 2>/dev/null)
+  [ "${compiled:-0}" -gt 0 ] && echo ", compiling file $compiled of $(find "$REPO_ROOT/extension" -name '*.cpp' | wc -l)"
+}
 
 # Warnings are errors in the builds the tests make (WERROR=1, IDEMPOTENCY_WERROR=ON);
 # both default to off for users and packagers.
 _make_extension() {
-  make -C "$REPO_ROOT" -s -j"$(nproc)" PG_CONFIG="$PG_BIN/pg_config" WERROR=1 &&
+  make -C "$REPO_ROOT" -j"$(nproc)" PG_CONFIG="$PG_BIN/pg_config" WERROR=1 &&
     make -C "$REPO_ROOT" -s install PG_CONFIG="$PG_BIN/pg_config" WERROR=1
 }
 build_extension() { timed "building and installing the extension" _make_extension; }

@@ -19,7 +19,7 @@ import re
 import subprocess
 import sys
 
-FENCE = re.compile(r'^(```+|~~~+)\s*([^\s`]*)\s*(.*)$')
+FENCE = re.compile(r'^\s*(```+|~~~+)\s*([^\s`]*)\s*(.*)$')
 
 
 def blocks(path):
@@ -33,11 +33,12 @@ def blocks(path):
             i += 1
             continue
         fence, lang, flags = m.group(1), m.group(2).lower(), m.group(3).split()
+        indent = len(lines[i]) - len(lines[i].lstrip())
         start = i + 1
         i += 1
         body = []
-        while i < len(lines) and not lines[i].startswith(fence):
-            body.append(lines[i])
+        while i < len(lines) and not lines[i].lstrip().startswith(fence):
+            body.append(lines[i][indent:] if lines[i][:indent].isspace() else lines[i])
             i += 1
         i += 1
         yield lang, flags, start + 1, '\n'.join(body) + '\n'
@@ -105,7 +106,7 @@ def cmd_links(root, files):
         rel = os.path.relpath(path, root)
         here = os.path.dirname(path)
         text = open(path, encoding='utf-8').read()
-        prose = re.sub(r'^(```+|~~~+).*?^\1\s*$', '', text, flags=re.M | re.S)
+        prose = re.sub(r'^[ \t]*(```+|~~~+).*?^[ \t]*\1[ \t]*$', '', text, flags=re.M | re.S)
         for target in LINK.findall(prose):
             if re.match(r'^[a-z][a-z0-9+.-]*:', target):
                 continue  # http:, https:, mailto:
@@ -122,9 +123,11 @@ def cmd_links(root, files):
             if not os.path.exists(os.path.join(root, cited)) and not ignored(root, cited):
                 bad.append(f'{rel}: cites `{cited}`, which does not exist')
         for word in MD_WORD.findall(re.sub(r'`[^`]*`|\]\([^)]*\)', '', prose)):
+            if any(f'to {word}:' in line for line in bad):
+                continue  # the text of a broken link, reported above
             if not (os.path.exists(os.path.join(here, word)) or os.path.exists(os.path.join(root, word))):
                 bad.append(f'{rel}: names {word}, which does not exist')
-    for line in bad:
+    for line in dict.fromkeys(bad):  # each once, in order
         print(line)
     return 1 if bad else 0
 
