@@ -8,7 +8,7 @@
 #  - every ```cpp block of those files is compiled against the built client
 #    (warnings are errors) and run twice against that database (the second run
 #    is the retry: a replay); the README's one must be cxx-client/examples/quickstart.cpp.
-#  - every ```js block is compiled by `node --check`; one marked `run` is run too.
+#  - every ```js block is compiled by `node --check` (as CommonJS or as an ES module).
 #  - every relative link (and its #anchor) and every cited repository path in
 #    every Markdown file exists.
 # A block shown but deliberately not run has `norun` after its language
@@ -113,7 +113,10 @@ js_blocks() {
   [ -s "$dir/list" ] || return 0
   if ! command -v node >/dev/null; then fail "$name: node is needed for its js blocks"; return; fi
   while read -r num where; do
-    if node --check "$dir/$num.js" >"$dir/check.log" 2>&1; then pass "$where: the js block compiles (node --check)"
+    # CommonJS, or else an ES module (import/export).
+    cp "$dir/$num.js" "$dir/$num.mjs"
+    if node --check "$dir/$num.js" >"$dir/check.log" 2>&1 || node --check "$dir/$num.mjs" >>"$dir/check.log" 2>&1; then
+      pass "$where: the js block compiles (node --check)"
     else fail "$where: the js block compiles (node --check)"; cat "$dir/check.log"; fi
   done <"$dir/list"
 }
