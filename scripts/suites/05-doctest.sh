@@ -5,10 +5,10 @@
 #    session (ON_ERROR_STOP) in a fresh database `app` with the extension, as the
 #    README's install steps leave it. One test per block; the first error fails
 #    its block and the blocks after it.
-#  - every ```cpp block of those files is compiled against the built client
+#  - every ```cpp block of those files that is a program (has main()) is compiled against the built client
 #    (warnings are errors) and run twice against that database (the second run
 #    is the retry: a replay); the README's one must be cxx-client/examples/quickstart.cpp.
-#  - every ```js block is compiled by `node --check` (as CommonJS or as an ES module).
+#  - every ```js block is compiled by `node --check` (as CommonJS, an ES module or a function body).
 #  - every relative link (and its #anchor) and every cited repository path in
 #    every Markdown file exists.
 # A block shown but deliberately not run has `norun` after its language
@@ -73,6 +73,8 @@ cpp_blocks() {
   (cd "$REPO_ROOT" && $DOCTEST blocks "$name" cpp "$dir") >"$dir/list" || { fail "$name: cpp blocks extracted"; return; }
   while read -r num where; do
     local src=$dir/$num.cpp bin=$dir/$num
+    # A block without main() is a fragment of a larger program: shown, not built.
+    grep -q '^int main(' "$src" || continue
     if g++ -std=c++17 -Wall -Wextra -Werror -I"$REPO_ROOT/cxx-client/include" -I"$("$PG_BIN/pg_config" --includedir)" \
          "$src" "$BUILD_DIR/libidempotency_client.a" -L"$("$PG_BIN/pg_config" --libdir)" -lpq -pthread -o "$bin" >"$dir/cc.log" 2>&1; then
       pass "$where: the cpp block compiles against the built client"
@@ -113,9 +115,12 @@ js_blocks() {
   [ -s "$dir/list" ] || return 0
   if ! command -v node >/dev/null; then fail "$name: node is needed for its js blocks"; return; fi
   while read -r num where; do
-    # CommonJS, or else an ES module (import/export).
+    # CommonJS, or an ES module (import/export), or the body of a function (a
+    # handler's fragment with a `return` or `await` at its top level).
     cp "$dir/$num.js" "$dir/$num.mjs"
-    if node --check "$dir/$num.js" >"$dir/check.log" 2>&1 || node --check "$dir/$num.mjs" >>"$dir/check.log" 2>&1; then
+    { echo 'async function fragment() {'; cat "$dir/$num.js"; echo '}'; } >"$dir/$num.fn.js"
+    if node --check "$dir/$num.js" >"$dir/check.log" 2>&1 || node --check "$dir/$num.mjs" >>"$dir/check.log" 2>&1 ||
+       node --check "$dir/$num.fn.js" >>"$dir/check.log" 2>&1; then
       pass "$where: the js block compiles (node --check)"
     else fail "$where: the js block compiles (node --check)"; cat "$dir/check.log"; fi
   done <"$dir/list"
