@@ -279,7 +279,8 @@ int main(int argc, char** argv) {
   std::printf("requests sent          %6d\n", g_stats.sent.load());
   std::printf("distinct keys          %6d\n", distinct);
   std::printf("payments created       %6lld   (rows added to demo.payments)\n", created);
-  std::printf("201 first answers      %6d\n", g_stats.created.load());
+  std::printf("201 first answers      %6d   (a client that timed out gets its key's first 201 as a replay)\n",
+              g_stats.created.load());
   std::printf("201 replays            %6d   (Idempotent-Replayed: true, body byte for byte)\n", g_stats.replays.load());
   std::printf("409 in flight          %6d   (with Retry-After)\n", g_stats.conflicts.load());
   std::printf("422 changed body       %6d\n", g_stats.mismatches.load());

@@ -49,17 +49,64 @@ install_packages() {
   export PATH=$PG_BIN:$PATH
 }
 
+# timed WHAT COMMAND...: runs a long step with its output in a log, saying every
+# 10 s that it is still running and, at the end, how long it took. On failure
+# it shows the log's tail.
+timed() {
+  local what=$1; shift
+  local start=$SECONDS steplog
+  steplog=$(mktemp /tmp/pg_idempotency-step.XXXXXX)
+  log "$what"
+  "$@" >"$steplog" 2>&1 &
+  local pid=$! rc
+  local shown=0
+  while kill -0 $pid 2>/dev/null; do
+    sleep 0.2
+    if [ $((SECONDS - start)) -ge $((shown + 10)) ] && kill -0 $pid 2>/dev/null; then
+      shown=$((shown + 10))
+      printf '    ... %s: %d s%s\n' "$what" $((SECONDS - start)) "$(_step_progress "$steplog")" >&2
+    fi
+  done
+  rc=0; wait $pid || rc=$?
+  if [ $rc -ne 0 ]; then tail -n 40 "$steplog" >&2; rm -f "$steplog"; return $rc; fi
+  printf '    done in %d s\n' $((SECONDS - start)) >&2
+  rm -f "$steplog"
+}
+# How far a build is: the last "[ NN%]" of a CMake log, or for the extension's
+# make the files compiled so far out of all of them.
+_step_progress() {
+  local pct compiled
+  pct=$(grep -o '^\[ *[0-9]*%\]' "$1" 2>/dev/null | tail -1)
+  if [ -n "$pct" ]; then echo ", $pct"; return; fi
+  compiled=$(grep -c -- ' -c -o extension/' "$1" 2>/dev/null)
+  [ "${compiled:-0}" -gt 0 ] && echo ", compiling file $compiled of $(find "$REPO_ROOT/extension" -name '*.cpp' | wc -l)"
+}
+
+# Warnings are errors in the builds the tests make (WERROR=1, IDEMPOTENCY_WERROR=ON);
+# both default to off for users and packagers.
+_make_extension() {
+  make -C "$REPO_ROOT" -j"$(nproc)" PG_CONFIG="$PG_BIN/pg_config" WERROR=1 &&
+    make -C "$REPO_ROOT" -s install PG_CONFIG="$PG_BIN/pg_config" WERROR=1
+}
+build_extension() { timed "building and installing the extension" _make_extension; }
+
+_cmake_build() {  # [--target T]...
+  cmake -S "$REPO_ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIDEMPOTENCY_WERROR=ON ${CMAKE_EXTRA_ARGS:-} &&
+    cmake --build "$BUILD_DIR" -j"$(nproc)" "$@"
+}
+# build_cxx [TARGET...]: the C++ client and the named targets (default: all of
+# them, tests included).
+build_cxx() {
+  [ -f "$REPO_ROOT/CMakeLists.txt" ] || return 0
+  local targets=() t
+  for t in "$@"; do targets+=(--target "$t"); done
+  if [ $# -gt 0 ]; then timed "building $*" _cmake_build "${targets[@]}"
+  else timed "building the C++ client, tests and demo" _cmake_build; fi
+}
+
 build_and_install() {
-  log "building and installing the extension"
-  # Warnings are errors in the builds the tests make (WERROR=1, IDEMPOTENCY_WERROR=ON);
-  # both default to off for users and packagers.
-  make -C "$REPO_ROOT" -s -j"$(nproc)" PG_CONFIG=$PG_BIN/pg_config WERROR=1 >/dev/null
-  make -C "$REPO_ROOT" -s install PG_CONFIG=$PG_BIN/pg_config WERROR=1 >/dev/null
-  if [ -f "$REPO_ROOT/CMakeLists.txt" ]; then
-    log "building the C++ client, tests and demo"
-    cmake -S "$REPO_ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIDEMPOTENCY_WERROR=ON ${CMAKE_EXTRA_ARGS:-} >/dev/null
-    cmake --build "$BUILD_DIR" -j"$(nproc)" >/dev/null
-  fi
+  build_extension || return 1
+  build_cxx
 }
 
 # start_cluster [extra postgresql.conf lines...]

@@ -5,7 +5,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 need_root
 install_packages
-build_and_install
+build_extension   # the walkthrough needs only the extension
 trap stop_cluster EXIT
 start_cluster "idempotency.sweep_interval = '1s'"
 
@@ -18,14 +18,14 @@ show() { printf '\033[2m%s\033[0m\n' "$1"; psql -X -v ON_ERROR_STOP=1 -P pager=o
 
 step "Set up: the extension and a business table"
 show "CREATE EXTENSION pg_idempotency;
-CREATE TABLE payments (id serial PRIMARY KEY, amount int NOT NULL, currency text NOT NULL);"
+CREATE TABLE payments (id bigserial PRIMARY KEY, user_id int NOT NULL, amount int NOT NULL, currency text NOT NULL);"
 
 step "Two sessions send the same request at once (a double-clicked Pay button)"
 PAY_SQL="BEGIN;
 SELECT outcome, attempt FROM idempotency.claim('user:42', 'order-1001', idempotency.fingerprint('{\"amount\":100,\"currency\":\"EUR\"}')) \\gset
 SELECT :'outcome' = 'claimed' AS won \\gset
 \\if :won
-  INSERT INTO payments (amount, currency) VALUES (100, 'EUR') RETURNING id AS payment_id \\gset
+  INSERT INTO payments (user_id, amount, currency) VALUES (42, 100, 'EUR') RETURNING id AS payment_id \\gset
   -- the payment provider is slow
   SELECT pg_sleep(1.5) AS slept \\gset
   SELECT idempotency.finish('user:42', 'order-1001', (idempotency.lookup('user:42', 'order-1001')).token,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Monitoring: the alert rules pass promtool (check + unit tests), and Debian's
 # prometheus-postgres-exporter, started on loopback against the suite cluster
-# with monitoring/postgres_exporter.yml, exports the counters under API.md's
+# with monitoring/postgres_exporter.yml, exports the counters under docs/reference.md's
 # names moving with real calls, and the stuck-work and expired-key gauges.
 # Appends "<passed> <failed> monitoring" to $SUITE_COUNTS.
 source "$(dirname "$0")/../lib/common.sh"
@@ -50,7 +50,7 @@ for c in "${counters[@]}"; do
   before[$c]=$(value pg_idempotency_${c}_total)
   [ -n "${before[$c]}" ] || missing="$missing pg_idempotency_${c}_total"
 done
-check "every counter is exported under API.md's name (missing:${missing:- none})" test -z "$missing"
+check "every counter is exported under its docs/reference.md name (missing:${missing:- none})" test -z "$missing"
 check "the stuck-work gauges are exported (0 in a fresh database)" \
   test "$(value pg_idempotency_stuck_keys)" = 0 -a "$(value pg_idempotency_stuck_oldest_seconds)" = 0
 check "the expired-key gauges are exported" test -n "$(value pg_idempotency_expired_keys)"

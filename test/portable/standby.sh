@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The portable edition on a hot standby, as the extension behaves there
-# (API.md): a read replica answers replay, mismatch and in_progress from what it
+# (docs/reference.md): a read replica answers replay, mismatch and in_progress from what it
 # has replayed; every call that would write fails with 25006 naming the key and
 # pointing to the primary, before any lock or statement. A primary with nothing
 # preloaded and a streaming standby (pg_basebackup -R), both of their own.

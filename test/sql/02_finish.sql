@@ -29,6 +29,8 @@ SELECT pg_temp.try($$SELECT idempotency.finish('f', 'a', $1, 500, convert_to('{"
 SELECT pg_temp.try($$SELECT idempotency.finish('f', 'a', $1, 201, convert_to('{"id":8}', 'UTF8'), '{"location": "/payments/7"}')$$, :t);
 SELECT pg_temp.try($$SELECT idempotency.finish('f', 'a', $1, 201, convert_to('{"id":7}', 'UTF8'))$$, :t);
 SELECT pg_temp.try($$SELECT idempotency.finish('f', 'a', $1, 201, NULL, '{"location": "/payments/7"}')$$, :t);
+-- the detail names every part that differs
+SELECT pg_temp.try($$SELECT idempotency.finish('f', 'a', $1, 500, convert_to('{"id":8}', 'UTF8'))$$, :t);
 SELECT response_status, convert_from(response_body, 'UTF8') AS body FROM idempotency.keys WHERE scope = 'f' AND key = 'a';
 
 -- headers are compared as JSON values, not text
