@@ -1,6 +1,6 @@
 'use strict';
 // The one error type of the package: every failure of an idempotency call
-// carries the SQLSTATE of its cause (API.md's table: IK001, IK002, 22023, 55P03,
+// carries the SQLSTATE of its cause (docs/reference.md's table: IK001, IK002, 22023, 55P03,
 // ...), or a class 08 code when the connection was lost.
 
 class IdempotencyError extends Error {
