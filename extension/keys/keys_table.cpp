@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "pg/pg_compat.hpp"
+
 extern "C" {
 #include "access/genam.h"
 #include "access/table.h"
@@ -166,7 +168,7 @@ bool Open(Access access, Opened* opened) {
                     form->relam == HEAP_TABLE_AM_OID && !form->relhassubclass &&
                     pg_class_aclmask(relid, GetUserId(), needed, ACLMASK_ALL) == needed &&
                     (!form->relrowsecurity || check_enable_rls(relid, InvalidOid, true) != RLS_ENABLED);
-  const Oid primary_key = safe ? RelationGetPrimaryKeyIndex(rel) : InvalidOid;
+  const Oid primary_key = safe ? compat::PrimaryKeyIndex(rel) : InvalidOid;
   if (!OidIsValid(primary_key)) {
     table_close(rel, NoLock);
     return false;
