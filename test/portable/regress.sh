@@ -14,7 +14,7 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/${PG_MAJOR:-15}/bin}
 PGXS_DIR=$(dirname "$("$PG_BIN/pg_config" --pgxs)")/..
 KEEP_OUT=${OUT:-}
 OUT=${OUT:-$(mktemp -d /tmp/portable-regress.XXXXXX)}
@@ -87,8 +87,8 @@ cat "$log"
 for f in "$OUT/test/regression.diffs" "$OUT/test/isolation_output/regression.diffs"; do
   [ -s "$f" ] && { echo "--- $f"; head -c 20000 "$f"; }
 done
-passed=$(grep -cE '^(test| ) +[^ ]+ +\.\.\. ok' "$log")
-failed=$(grep -cE '^(test| ) +[^ ]+ +\.\.\. FAILED' "$log")
+source "$ROOT/scripts/lib/pg-regress-counts.sh"
+read -r passed failed < <(pg_regress_counts "$log")
 [ $rc -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
 if [ "$failed" -eq 0 ] && [ -z "$KEEP_OUT" ]; then
   rm -rf "$OUT"; echo "portable: $passed passed, $failed failed"
