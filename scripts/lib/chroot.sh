@@ -135,6 +135,8 @@ chroot_packages() {
     done | tr '\n' ' ')
   [ -z "${missing// /}" ] && return 0
   log "installing into $(chroot_suite "$major"): $missing"
+  # Others may run apt in the same chroot: wait for its lock rather than fail.
+  apt="$apt -o DPkg::Lock::Timeout=600"
   chroot_exec "$root" DEBIAN_FRONTEND=noninteractive bash -c "apt-get $apt update -qq && apt-get $apt install -y -qq --no-install-recommends $missing" \
     >"$root/var/log/pgi-apt.log" 2>&1 || { tail -30 "$root/var/log/pgi-apt.log" >&2; return 1; }
 }
