@@ -1,0 +1,31 @@
+// Building idempotency.claim_result rows.
+#pragma once
+
+#include "pg/pg_headers.hpp"
+
+namespace pgi::claim_result {
+
+enum class Outcome { Claimed, Replay, InProgress, Mismatch };
+
+// One claim_result; pointer fields nullptr and has_* false mean NULL.
+struct Fields {
+  Outcome outcome;
+  bool has_token;
+  int64 token;
+  bool has_attempt;
+  int32 attempt;
+  text* recovery_point;
+  bool has_response_status;
+  int32 response_status;
+  Datum response_headers;  // 0 = NULL
+  Datum response_body;     // 0 = NULL
+  bool has_expires_at;
+  TimestampTz expires_at;
+  bool has_locked_until;
+  TimestampTz locked_until;
+};
+
+// Forms the composite in `into` (the caller's memory, outliving SPI).
+Datum Build(FunctionCallInfo fcinfo, const Fields& fields, MemoryContext into);
+
+}  // namespace pgi::claim_result

@@ -1,0 +1,28 @@
+#include "sweeper/sweep_pacing.hpp"
+
+#include <algorithm>
+
+namespace pgi::sweeper::pacing {
+
+Micros PauseOwed(Micros worked, Micros slept, double throttle) {
+  if (throttle <= 0) return 0;
+  const double owed = static_cast<double>(worked) * throttle - static_cast<double>(slept);
+  return owed <= 0 ? 0 : static_cast<Micros>(std::min(owed, 1e6));
+}
+
+std::int64_t NextLimit(std::int64_t last_limit, std::int64_t last_rows, Micros last_elapsed, std::int64_t batch_size,
+                       double throttle) {
+  if (throttle <= 0) return batch_size;
+  if (last_limit <= 0) return std::min(batch_size, kFirstLimit);
+  std::int64_t next = last_limit;
+  if (last_rows > 0 && last_elapsed > 0) {
+    const double rows_per_us = static_cast<double>(last_rows) / static_cast<double>(last_elapsed);
+    const double fit = rows_per_us * static_cast<double>(kSliceUs);
+    // Move halfway towards the rows that fit in a slice: one slow batch (a
+    // checkpoint, a busy moment) does not collapse the next one.
+    next = static_cast<std::int64_t>((static_cast<double>(last_limit) + fit) / 2);
+  }
+  return std::clamp(next, std::min(kMinLimit, batch_size), batch_size);
+}
+
+}  // namespace pgi::sweeper::pacing
