@@ -53,6 +53,10 @@ class Env : public ::testing::Environment {
 };
 [[maybe_unused]] auto* const g_env = ::testing::AddGlobalTestEnvironment(new Env);
 
+// The calls pass ClaimOptions{} rather than std::nullopt: GCC 12 at -O2 (Release) and
+// GCC 14 warn, falsely, that the temporary std::optional<std::string> made from
+// std::nullopt may be used uninitialized.
+
 int notes(pqxx::connection& c, const std::string& scope) {
   pqxx::nontransaction n(c);
   return pqxx_detail::exec1(n, "SELECT count(*) FROM cxx_work WHERE scope = $1", scope)[0].as<int>();
@@ -100,7 +104,7 @@ TEST(Pqxx, CallerRollbackUndoesKeyAndWork) {
   const auto s = unique_scope();
   {
     pqxx::work tx(conn);
-    pqxx_execute(tx, s, "k", std::nullopt, [&](pqxx::transaction_base& t) {
+    pqxx_execute(tx, s, "k", ClaimOptions{}, [&](pqxx::transaction_base& t) {
       pqxx_detail::exec(t, "INSERT INTO cxx_work VALUES ($1, 'x')", s);
       return Response{200, "", ""};
     });
@@ -116,13 +120,13 @@ TEST(Pqxx, ThrowingHandlerRollsBackToTheSavepoint) {
   const auto s = unique_scope();
   pqxx::work tx(conn);
   pqxx_detail::exec(tx, "INSERT INTO cxx_work VALUES ($1, 'before')", s);
-  EXPECT_THROW(pqxx_execute(tx, s, "k", std::nullopt,
+  EXPECT_THROW(pqxx_execute(tx, s, "k", ClaimOptions{},
                             [&](pqxx::transaction_base& t) -> Response {
                               pqxx_detail::exec(t, "INSERT INTO cxx_work VALUES ($1, 'inside')", s);
                               throw std::logic_error("boom");
                             }),
                std::logic_error);
-  auto again = pqxx_claim(tx, s, "k", std::nullopt);  // the key is free again, tx still usable
+  auto again = pqxx_claim(tx, s, "k", ClaimOptions{});  // the key is free again, tx still usable
   EXPECT_EQ(again.outcome, Outcome::Claimed);
   EXPECT_EQ(pqxx_detail::exec1(tx, "SELECT count(*) FROM cxx_work WHERE scope = $1", s)[0].as<int>(), 1);
   tx.commit();
@@ -162,7 +166,7 @@ TEST(Pqxx, FailingFinishRollsBackToTheSavepointAndReportsTheSqlstate) {
   pqxx::work tx(conn);
   pqxx_detail::exec(tx, "INSERT INTO cxx_work VALUES ($1, 'before')", s);
   try {
-    pqxx_execute(tx, s, "k", std::nullopt, [&](pqxx::transaction_base& t) {
+    pqxx_execute(tx, s, "k", ClaimOptions{}, [&](pqxx::transaction_base& t) {
       pqxx_detail::exec(t, "INSERT INTO cxx_work VALUES ($1, 'inside')", s);
       return Response{200, std::string(2 * 1024 * 1024, 'x'), ""};  // over max_response_size
     });
@@ -171,9 +175,6 @@ TEST(Pqxx, FailingFinishRollsBackToTheSavepointAndReportsTheSqlstate) {
     EXPECT_EQ(e.sqlstate(), "54000");
   }
   EXPECT_EQ(pqxx_detail::exec1(tx, "SELECT count(*) FROM cxx_work WHERE scope = $1", s)[0].as<int>(), 1);
-  // Options rather than std::nullopt: GCC 12 at -O2 (Release) and GCC 14 warn, falsely, that
-  // the temporary std::optional<std::string> made from std::nullopt may be used uninitialized
-  // (so in SqlErrorsCarryTheSqlstate too).
   const ClaimResult again = pqxx_claim(tx, s, "k", ClaimOptions{});
   EXPECT_EQ(again.outcome, Outcome::Claimed);
   tx.commit();

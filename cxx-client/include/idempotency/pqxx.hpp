@@ -72,10 +72,11 @@ inline auto bytea(std::string_view s) {
 #endif
 }
 
-// A bytea field's raw bytes.
-inline std::string bytea_text(const pqxx::field& f) {
+// A bytea field's raw bytes (a pqxx::field, or libpqxx 8's field_ref).
+template <class Field>
+std::string bytea_text(const Field& f) {
 #ifdef IDEMPOTENCY_PQXX_PARAMS
-  const auto b = f.as<pqxx::bytes>();
+  const auto b = f.template as<pqxx::bytes>();
   return std::string(reinterpret_cast<const char*>(b.data()), b.size());
 #else
   return pqxx::binarystring(f).str();
@@ -90,9 +91,10 @@ inline std::string text_arg(std::string_view s) {
   return std::string(s);
 }
 
-inline std::optional<TimePoint> micros(const pqxx::field& f) {
+template <class Field>
+std::optional<TimePoint> micros(const Field& f) {
   if (f.is_null()) return std::nullopt;
-  return TimePoint(std::chrono::duration_cast<Clock::duration>(std::chrono::microseconds(f.as<long long>())));
+  return TimePoint(std::chrono::duration_cast<Clock::duration>(std::chrono::microseconds(f.template as<long long>())));
 }
 
 template <class F>
@@ -102,7 +104,8 @@ auto translate(F&& f) -> decltype(f()) {
   } catch (const pqxx::broken_connection& e) {
     throw Error("08006", std::string("idempotency: connection lost: ") + e.what());
   } catch (const pqxx::sql_error& e) {
-    throw Error(e.sqlstate().empty() ? "XX000" : e.sqlstate(), e.what());
+    const std::string sqlstate(e.sqlstate());  // a std::string_view from libpqxx 8 on
+    throw Error(sqlstate.empty() ? "XX000" : sqlstate, e.what());
   }
 }
 
