@@ -34,7 +34,7 @@ host_debian_mirror() {
   for f in /etc/apt/sources.list.d/*.sources; do
     [ -f "$f" ] || continue
     uri=$(awk '
-      function flush() { if (deb && uris != "" && plain) { print uris; exit } deb = 0; uris = ""; plain = 0 }
+      function flush() { if (deb && uris != "" && plain && !done) { print uris; done = 1 } deb = 0; uris = ""; plain = 0 }
       /^[[:space:]]*$/ { flush(); next }
       /^Types:/ { for (i = 2; i <= NF; i++) if ($i == "deb") deb = 1 }
       /^URIs:/  { uris = $2 }
