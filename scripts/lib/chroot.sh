@@ -19,7 +19,7 @@ CHROOT_MAJORS=(17 18)
 chroot_root() { echo "$CHROOT_CACHE/$(chroot_suite "$1")"; }
 chroot_suite() {
   local s=${CHROOT_SUITE_OF_MAJOR[$1]:-}
-  [ -n "$s" ] || { echo "no chroot for PostgreSQL $1 (tested: ${!CHROOT_SUITE_OF_MAJOR[*]})" >&2; return 1; }
+  [ -n "$s" ] || { echo "PostgreSQL $1 is not tested here: no Debian suite this machine reaches ships it (the host's 15; chroots: ${CHROOT_MAJORS[*]})" >&2; return 1; }
   echo "$s"
 }
 
