@@ -201,7 +201,7 @@ http_bulk_duplicates() {
     port=$(free_port)
     "$server" --listen 127.0.0.1:$port --db "$BOUNCER dbname=idempotency_pooler_bulk" >"$WORK/bulk-server.log" 2>&1 &
     DEMO_PID=$!
-    for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/payments/count" && break; sleep 0.1; done
+    for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:$port/payments/count" && break; sleep 0.1; done
     for k in $(seq 1 40); do for _ in 1 2 3; do echo "bulk-$COMBO-$round-$k"; done; done |
       xargs -P 8 -I{} curl -s -w '\n%{http_code}\n' -X POST -H 'Content-Type: application/json' \
         -H 'Idempotency-Key: {}' -d '{"amount": 100, "currency": "EUR"}' "http://127.0.0.1:$port/payments" \

@@ -208,8 +208,8 @@ TEST(Direct, TheFirstCallPreparesEveryStatement) {
     }
     EXPECT_EQ(query(c.connection(),
                     "SELECT string_agg(name, ' ' ORDER BY name COLLATE \"C\") FROM pg_catalog.pg_prepared_statements"),
-              "idempotency_v2_checkpoint idempotency_v2_claim idempotency_v2_claim_json idempotency_v2_finish "
-              "idempotency_v2_fingerprint idempotency_v2_lookup idempotency_v2_once idempotency_v2_release "
+              "idempotency_v2_checkpoint idempotency_v2_claim idempotency_v2_claim_json idempotency_v2_fingerprint "
+              "idempotency_v2_finish idempotency_v2_lookup idempotency_v2_once idempotency_v2_release "
               "idempotency_v2_sweep")
         << "pipeline " << o.pipeline << (how < 2 ? ", execute" : ", claim");
     EXPECT_EQ(PQtransactionStatus(c.connection()), PQTRANS_IDLE);
