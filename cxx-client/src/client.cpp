@@ -32,6 +32,24 @@ constexpr const char* kClaimColumns =
 
 enum StatementId { kClaim, kClaimJson, kFinish, kCheckpoint, kRelease, kLookup, kSweep, kFingerprint, kOnce, kCount };
 
+// The named statements are prepared as one unit: all of them, in one pipeline
+// (one Sync) or one transaction, so that a transaction pooler cannot split
+// them across server connections. Every server connection then holds all of
+// them or none, whichever client prepared them. This is what keeps a request
+// from failing behind a pooler with the default options: a transaction whose
+// first statement (claim, once) ran named has every other statement it needs
+// on the same server connection (finish after the handler cannot meet 26000),
+// and a server connection without them fails the first statement, before any
+// handler ran, where execute() and once() can start over in pooler mode. When
+// statements were prepared one at a time, a Client whose first claim was a
+// replay left claim without finish on a server connection; another Client's
+// transaction that landed there claimed, ran its handler and then failed at
+// finish (26000, or 42P05 when it prepared finish itself), after the handler,
+// where nothing can be retried.
+// The prefix is v2 since v1 names were prepared one at a time by earlier
+// releases: a server connection may hold some of them, never all or none.
+constexpr unsigned kAllStatements = (1u << kCount) - 1;
+
 const std::string& claim_sql(bool json) {
   static const std::string plain = std::string(kClaimColumns) + "idempotency.claim($1, $2, $3, $4, $5, $6) AS c";
   static const std::string with_json =
@@ -51,34 +69,34 @@ const std::string& claim_record_sql(bool json) {
 
 const Statement& statement(StatementId id) {
   static const Statement table[kCount] = {
-      {"idempotency_v1_claim",
+      {"idempotency_v2_claim",
        claim_sql(false).c_str(),
        6,
        {kText, kText, kBytea, kInterval, kInterval, kInterval},
        claim_record_sql(false).c_str()},
-      {"idempotency_v1_claim_json",
+      {"idempotency_v2_claim_json",
        claim_sql(true).c_str(),
        6,
        {kText, kText, kJsonb, kInterval, kInterval, kInterval},
        claim_record_sql(true).c_str()},
-      {"idempotency_v1_finish",
+      {"idempotency_v2_finish",
        "SELECT idempotency.finish($1, $2, $3, $4, $5, $6)",
        6,
        {kText, kText, kInt8, kInt4, kBytea, kJsonb}},
-      {"idempotency_v1_checkpoint",
+      {"idempotency_v2_checkpoint",
        "SELECT idempotency.checkpoint($1, $2, $3, $4, $5)",
        5,
        {kText, kText, kInt8, kText, kInterval}},
-      {"idempotency_v1_release", "SELECT idempotency.release($1, $2, $3)", 3, {kText, kText, kInt8}},
-      {"idempotency_v1_lookup",
+      {"idempotency_v2_release", "SELECT idempotency.release($1, $2, $3)", 3, {kText, kText, kInt8}},
+      {"idempotency_v2_lookup",
        "SELECT k.scope, k.key, k.fingerprint, k.state::text, k.token, k.attempt, k.recovery_point, "
        "k.locked_until, k.created_at, k.completed_at, k.expires_at, k.response_status, "
        "k.response_headers, k.response_body FROM idempotency.lookup($1, $2) AS k",
        2,
        {kText, kText}},
-      {"idempotency_v1_sweep", "SELECT idempotency.sweep($1)", 1, {kInt4}},
-      {"idempotency_v1_fingerprint", "SELECT idempotency.fingerprint($1)", 1, {kJsonb}},
-      {"idempotency_v1_once", "SELECT idempotency.once($1, $2, $3, $4)", 4, {kText, kText, kInterval, kInterval}},
+      {"idempotency_v2_sweep", "SELECT idempotency.sweep($1)", 1, {kInt4}},
+      {"idempotency_v2_fingerprint", "SELECT idempotency.fingerprint($1)", 1, {kJsonb}},
+      {"idempotency_v2_once", "SELECT idempotency.once($1, $2, $3, $4)", 4, {kText, kText, kInterval, kInterval}},
   };
   return table[id];
 }
@@ -342,7 +360,7 @@ struct Detail {
     if (c.owned_ || c.checked_existing_) return;
     Result r(PQexecParams(c.conn_,
                           "SELECT name FROM pg_catalog.pg_prepared_statements "
-                          "WHERE name LIKE 'idempotency\\_v1\\_%'",
+                          "WHERE name LIKE 'idempotency\\_v2\\_%'",
                           0, nullptr, nullptr, nullptr, nullptr, 0));
     if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK) throw_from(c.conn_, r.get(), "prepare");
     for (int i = 0; i < PQntuples(r.get()); ++i) {
@@ -354,18 +372,68 @@ struct Detail {
     c.checked_existing_ = true;
   }
 
-  // Prepares statement id unless it is; returns the failed result, or null.
-  static Result prepare(Client& c, StatementId id) {
-    const unsigned bit = 1u << id;
+  // Prepares every statement not prepared yet, as one unit (see
+  // kAllStatements); returns the first failed result, or null. On an idle
+  // connection the unit is one pipeline behind one Sync (or, without
+  // pipelining, BEGIN ... COMMIT): a transaction pooler hands a server
+  // connection back only at a Sync that finds no transaction open, so it
+  // cannot split the unit. Inside a transaction the transaction holds it.
+  static Result prepare_unit(Client& c, const char* what) {
     check_existing(c);
-    if (c.prepared_ & bit) return nullptr;
-    const Statement& s = statement(id);
-    Result r(PQprepare(c.conn_, s.name, s.sql, s.nparams, s.types));
-    if (r && PQresultStatus(r.get()) == PGRES_COMMAND_OK) {
-      c.prepared_ |= bit;
-      return nullptr;
+    if (c.prepared_ == kAllStatements) return nullptr;
+#ifdef LIBPQ_HAS_PIPELINING
+    if (can_pipeline(c)) {
+      if (PQenterPipelineMode(c.conn_) != 1) throw_from(c.conn_, nullptr, what);
+      PipelineScope scope{c.conn_};
+      int ids[kCount];
+      int n = 0;
+      for (int i = 0; i < kCount; ++i) {
+        if (c.prepared_ & (1u << i)) continue;
+        const Statement& s = statement(static_cast<StatementId>(i));
+        if (PQsendPrepare(c.conn_, s.name, s.sql, s.nparams, s.types) != 1) throw_from(c.conn_, nullptr, what);
+        ids[n++] = i;
+      }
+      if (PQpipelineSync(c.conn_) != 1) throw_from(c.conn_, nullptr, what);
+      scope.sync_sent = true;
+      Result failed;
+      for (int k = 0; k < n; ++k) {
+        Result r(PQgetResult(c.conn_));
+        if (!r) throw_from(c.conn_, nullptr, what);                     // the connection broke
+        while (PGresult* extra = PQgetResult(c.conn_)) PQclear(extra);  // the NULL that ends each query
+        const ExecStatusType st = PQresultStatus(r.get());
+        if (st == PGRES_COMMAND_OK) {
+          c.prepared_ |= 1u << ids[k];
+        } else if (st != PGRES_PIPELINE_ABORTED && !failed) {
+          failed = std::move(r);
+        }
+      }
+      Result sync(PQgetResult(c.conn_));
+      if (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) throw_from(c.conn_, sync.get(), what);
+      scope.synced = true;
+      if (PQexitPipelineMode(c.conn_) != 1) throw_from(c.conn_, nullptr, what);
+      return failed;
     }
-    return r;
+#endif
+    const bool idle = PQtransactionStatus(c.conn_) == PQTRANS_IDLE;
+    if (idle) exec_simple(c, "BEGIN");
+    Result failed;
+    for (int i = 0; i < kCount && !failed; ++i) {
+      if (c.prepared_ & (1u << i)) continue;
+      const Statement& s = statement(static_cast<StatementId>(i));
+      Result r(PQprepare(c.conn_, s.name, s.sql, s.nparams, s.types));
+      if (!r) throw_from(c.conn_, nullptr, what);
+      if (PQresultStatus(r.get()) == PGRES_COMMAND_OK) {
+        c.prepared_ |= 1u << i;
+      } else {
+        failed = std::move(r);
+      }
+    }
+    if (idle && failed) {
+      PQclear(PQexec(c.conn_, "ROLLBACK"));  // back to idle: the caller sees only the failure
+    } else if (idle) {
+      exec_simple(c, "COMMIT");
+    }
+    return failed;
   }
 
   // Our named statements are not (or not only) where we left them: forget
@@ -396,7 +464,7 @@ struct Detail {
     if (!c.options_.pooler) {
       // Outside a transaction block a failed statement changed nothing.
       const bool idle = PQtransactionStatus(c.conn_) == PQTRANS_IDLE;
-      Result r = prepare(c, id);
+      Result r = prepare_unit(c, what);
       if (!r) r.reset(p.exec(c.conn_, statement(id), false));
       if (r && PQresultStatus(r.get()) == PGRES_TUPLES_OK) {
         check_row(c, r, what);
@@ -406,7 +474,7 @@ struct Detail {
       forget_statements(c);
       if (!idle) throw_lost(c, r.get(), what);
       if (!c.options_.pooler) {  // DISCARD ALL / DEALLOCATE ALL on a direct connection: prepare again
-        r = prepare(c, id);
+        r = prepare_unit(c, what);
         if (!r) r.reset(p.exec(c.conn_, statement(id), false));
         check_row(c, r, what);
         return r;
@@ -458,9 +526,10 @@ struct Detail {
     }
   };
 
-  // One round trip: `before` (a command, may be null), statement id, `after`
-  // (a command, may be null) queued in pipeline mode behind one Sync, so the
-  // server runs them back to back. A failure skips the rest up to the Sync, as
+  // One round trip: `before` (a command, may be null), the statements not yet
+  // prepared (named mode; the whole unit, see kAllStatements), statement id,
+  // `after` (a command, may be null) queued in pipeline mode behind one Sync,
+  // so the server runs them back to back. A failure skips the rest up to the Sync, as
   // in a transaction; the first failure is thrown (StatementsLost for one of
   // our named statements), otherwise the statement's one-row result returned.
   static Result pipelined(Client& c, const char* before, StatementId id, Params& p, const char* after,
@@ -468,23 +537,27 @@ struct Detail {
     ensure_open(c, what);
     const bool unnamed = c.options_.pooler;
     const Statement& s = statement(id);
-    bool send_prepare = false;
+    unsigned to_prepare = 0;
     if (!unnamed) {
       check_existing(c);
-      send_prepare = (c.prepared_ & (1u << id)) == 0;
+      to_prepare = kAllStatements & ~c.prepared_;
     }
     if (PQenterPipelineMode(c.conn_) != 1) throw_from(c.conn_, nullptr, what);
     PipelineScope scope{c.conn_};
     enum Step { kBefore, kPrepare, kStatement, kAfter };
-    Step steps[4];
+    Step steps[kCount + 3];
+    int prepares[kCount + 3] = {};  // kPrepare steps: which statement
     int n = 0;
     bool sent = true;
     if (before != nullptr) {
       sent = sent && PQsendQueryParams(c.conn_, before, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
       steps[n++] = kBefore;
     }
-    if (send_prepare) {
-      sent = sent && PQsendPrepare(c.conn_, s.name, s.sql, s.nparams, s.types) == 1;
+    for (int i = 0; i < kCount; ++i) {
+      if ((to_prepare & (1u << i)) == 0) continue;
+      const Statement& u = statement(static_cast<StatementId>(i));
+      sent = sent && PQsendPrepare(c.conn_, u.name, u.sql, u.nparams, u.types) == 1;
+      prepares[n] = i;
       steps[n++] = kPrepare;
     }
     sent = sent && p.send(c.conn_, s, unnamed) == 1;
@@ -499,7 +572,8 @@ struct Detail {
 
     Result out, failed;
     Step failed_step = kBefore;
-    bool prepared = false, commit_rolled_back = false;
+    unsigned prepared = 0;
+    bool commit_rolled_back = false;
     for (int i = 0; i < n; ++i) {
       Result r(PQgetResult(c.conn_));
       if (!r) throw_from(c.conn_, nullptr, what);                     // the connection broke
@@ -515,7 +589,7 @@ struct Detail {
       }
       switch (steps[i]) {
         case kPrepare:
-          prepared = true;
+          prepared |= 1u << prepares[i];
           break;
         case kStatement:
           out = std::move(r);
@@ -533,7 +607,7 @@ struct Detail {
       scope.synced = true;
     }
     if (PQexitPipelineMode(c.conn_) != 1) throw_from(c.conn_, nullptr, what);
-    if (prepared) c.prepared_ |= 1u << id;
+    c.prepared_ |= prepared;
     if (failed) {
       if (!unnamed && (failed_step == kPrepare || failed_step == kStatement) && statements_lost(failed.get()) &&
           PQstatus(c.conn_) == CONNECTION_OK) {

@@ -1,14 +1,29 @@
 # PgBouncer in front of the cluster that start_cluster started (source after
-# common.sh). start_pgbouncer POOL_SIZE runs Debian's pgbouncer as the postgres
-# user on a free loopback port, in transaction pooling mode, with at most
-# POOL_SIZE server connections per database and user; it exports
-# BOUNCER_PORT and BOUNCER_DIR. stop_pgbouncer stops it and removes its dir.
+# common.sh). start_pgbouncer POOL_SIZE [INI LINE...] runs Debian's pgbouncer
+# as the postgres user on a free loopback port, in transaction pooling mode,
+# with at most POOL_SIZE server connections per database and user, plus the
+# given [pgbouncer] settings; it exports BOUNCER_PORT and BOUNCER_DIR.
+# stop_pgbouncer stops it and removes its dir. PGBOUNCER may name another
+# pgbouncer command (a path, or a command with arguments).
+# pgbouncer_version prints its version (e.g. 1.18.0), pgbouncer_at_least
+# 1.21 tells whether it is that version or newer.
 # Authentication: the cluster trusts local connections, so PgBouncer does too
 # (auth_type = trust); user names it has not seen are looked up in the
 # cluster by auth_query, so roles a test creates can log in through it.
 
+PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
+
+pgbouncer_version() { $PGBOUNCER --version 2>/dev/null | sed -nE '1s/^PgBouncer ([0-9.]+).*/\1/p'; }
+
+pgbouncer_at_least() {
+  local have
+  have=$(pgbouncer_version)
+  [ -n "$have" ] && [ "$(printf '%s\n%s\n' "$1" "$have" | sort -V | head -1)" = "$1" ]
+}
+
 start_pgbouncer() {
   local pool_size=${1:-4}
+  [ $# -gt 0 ] && shift
   BOUNCER_DIR=$(mktemp -d /tmp/pg_idempotency_bouncer.XXXXXX)
   chown postgres:postgres "$BOUNCER_DIR"
   BOUNCER_PORT=$(free_port)
@@ -39,8 +54,10 @@ ignore_startup_parameters = extra_float_digits,options
 server_reset_query =
 query_wait_timeout = 60
 INI
+  local line
+  for line in "$@"; do echo "$line" >>"$BOUNCER_DIR/pgbouncer.ini"; done
   chown -R postgres:postgres "$BOUNCER_DIR"
-  runuser -u postgres -- /usr/sbin/pgbouncer -d "$BOUNCER_DIR/pgbouncer.ini" >/dev/null 2>&1 || {
+  runuser -u postgres -- $PGBOUNCER -d "$BOUNCER_DIR/pgbouncer.ini" >/dev/null 2>&1 || {
     log "pgbouncer did not start:"; cat "$BOUNCER_DIR/pgbouncer.log" >&2; return 1
   }
   local i
@@ -49,7 +66,7 @@ INI
     sleep 0.1
   done
   export BOUNCER_PORT BOUNCER_DIR
-  log "pgbouncer up: 127.0.0.1:$BOUNCER_PORT, transaction mode, $pool_size server connections per pool"
+  log "pgbouncer $(pgbouncer_version) up: 127.0.0.1:$BOUNCER_PORT, transaction mode, $pool_size server connections per pool${*:+, $*}"
 }
 
 stop_pgbouncer() {

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -81,14 +82,23 @@ bool handler_started() {
   return g_handler_backend != 0;
 }
 
+std::atomic<bool> g_release_held{false};  // ends the handlers that ?hold=1 keeps on their connection
+std::atomic<int> g_holding{0};             // handlers holding their connection (?hold=1) now
+
 // The business logic of the test routes: one row per run, in the key's
 // transaction. ?delay_ms=N sleeps after the insert, ?status=N answers N,
-// ?reject=1 throws Reject.
+// ?reject=1 throws Reject, ?hold=1 keeps its connection until g_release_held
+// (at most 20 s).
 void work(const httplib::Request& req, httplib::Response& res, PGconn* conn) {
   if (req.has_param("reject")) throw http::Reject(400, "invalid_request", "rejected by the handler");
   PGresult* pid = PQexec(conn, "SELECT pg_backend_pid()");
   g_handler_backend = std::atoi(PQgetvalue(pid, 0, 0));
   PQclear(pid);
+  if (req.has_param("hold")) {
+    ++g_holding;
+    for (int i = 0; !g_release_held && i < 2000; ++i) std::this_thread::sleep_for(10ms);
+    --g_holding;
+  }
   if (req.has_param("delay_ms"))
     std::this_thread::sleep_for(std::chrono::milliseconds(std::stoi(req.get_param_value("delay_ms"))));
   const std::string key = req.get_header_value("Idempotency-Key"), scope = req.get_header_value("X-Tenant");
@@ -116,11 +126,12 @@ void work(const httplib::Request& req, httplib::Response& res, PGconn* conn) {
 // An httplib server on a free loopback port with the middleware's routes.
 class Service {
  public:
-  explicit Service(std::size_t pool_size = 8, http::ConnectionPool::Factory make = nullptr)
+  explicit Service(std::size_t pool_size = 8, http::ConnectionPool::Factory make = nullptr,
+                   const std::function<void(http::Options&)>& adjust = nullptr)
       : pool_(
             make ? std::move(make) : [] { return std::make_unique<idempotency::Client>(conninfo(), test_options()); },
             pool_size),
-        idem_(pool_, tenant_options()) {
+        idem_(pool_, tenant_options(adjust)) {
     server_.new_task_queue = [] { return new httplib::ThreadPool(16); };
     server_.Post("/work", idem_.wrap(work));
     server_.Post("/other", idem_.wrap(work));  // same scope (the tenant), another path
@@ -154,8 +165,9 @@ class Service {
 
  private:
   // Scope: the tenant header; a request without one is refused with 401.
-  static http::Options tenant_options() {
+  static http::Options tenant_options(const std::function<void(http::Options&)>& adjust = nullptr) {
     http::Options o;
+    if (adjust) adjust(o);
     o.scope = [](const httplib::Request& req) {
       if (!req.has_header("X-Tenant")) throw http::Reject(401, "unauthenticated", "no tenant");
       return "tenant:" + req.get_header_value("X-Tenant");
@@ -406,6 +418,54 @@ TEST(Middleware, PoolOfOneServesConcurrentRequestsInTurn) {
   EXPECT_EQ(s.post("/work?delay_ms=300", b, "{}")->status, 201);
   t.join();
   EXPECT_EQ(rows(a) + rows(b), 2);
+}
+
+// Backpressure: with every pooled connection busy, a request waits at most
+// Options::pool_wait, then gets 503 database_busy with Retry-After, claiming
+// nothing; once a connection is free again the same key goes through.
+TEST(Middleware, ExhaustedPoolIs503WithRetryAfterAfterABoundedWait) {
+  EXPECT_GT(http::Options{}.pool_wait.count(), 0);  // the default wait is bounded
+  Service s(2, nullptr, [](http::Options& o) {
+    o.pool_wait = 200ms;
+    o.busy_retry_after = 3s;
+  });
+  g_release_held = false;
+  g_holding = 0;
+  const auto held1 = unique("k"), held2 = unique("k"), shed = unique("k");
+  std::vector<std::thread> holders;
+  std::atomic<int> holders_done{0};
+  for (const auto& key : {held1, held2}) {
+    holders.emplace_back([&, key] {
+      auto r = s.post("/work?hold=1", key, "{}");
+      EXPECT_TRUE(r && r->status == 201) << (r ? r->body : "no answer");
+      ++holders_done;
+    });
+  }
+  // Both connections are taken once two handlers hold one each.
+  for (int i = 0; i < 2000 && g_holding < 2; ++i) std::this_thread::sleep_for(10ms);
+  if (g_holding != 2) {
+    g_release_held = true;
+    for (auto& t : holders) t.join();
+    FAIL() << "the two holding requests did not both reach their handlers";
+  }
+  auto busy = s.post("/work", shed, "{}");
+  auto plain = s.post("/plain", "", "{}");
+  EXPECT_EQ(holders_done.load(), 0) << "the holders must still hold their connections";
+  ASSERT_TRUE(busy);
+  EXPECT_EQ(busy->status, 503);
+  EXPECT_EQ(error_code(busy), "database_busy");
+  EXPECT_EQ(busy->get_header_value("Retry-After"), "3");
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->status, 503);
+  EXPECT_EQ(error_code(plain), "database_busy");
+  g_release_held = true;
+  for (auto& t : holders) t.join();
+  EXPECT_EQ(rows(shed), 0);
+  EXPECT_EQ(sql("SELECT count(*) FROM idempotency.keys WHERE key = $1", {shed}), "0");  // nothing claimed
+  auto retry = s.post("/work", shed, "{}");
+  ASSERT_TRUE(retry);
+  EXPECT_EQ(retry->status, 201);
+  EXPECT_EQ(rows(shed), 1);
 }
 
 // The documents fingerprinted are the ones the Node example builds too, so a

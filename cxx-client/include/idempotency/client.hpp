@@ -98,13 +98,19 @@ struct ClientOptions {
   // prepared. false (the default, fastest on a direct connection or a session
   // pooler): named statements prepared once per connection.
   bool pooler = false;
-  // In prepared mode: a named statement that the server does not know (26000)
-  // or already knows (42P05) means a pooler is moving this Client between server
-  // connections; the Client then switches to pooler mode for good. The failed
-  // call is retried only where nothing else can have run since the failure
-  // began: a statement outside any transaction, or execute()'s claim right
-  // after its own BEGIN/SAVEPOINT (the handler has not run). Anything else
-  // throws the Error (the caller's transaction has failed).
+  // In prepared mode the Client prepares all its named statements together,
+  // in one pipeline or transaction, so behind a transaction pooler every
+  // server connection holds all of them or none: once a transaction's first
+  // statement ran named, the rest of it (finish after the handler) cannot
+  // fail for a missing statement. A named statement that the server does not
+  // know (26000) or already knows (42P05) means a pooler is moving this
+  // Client between server connections; the Client then switches to pooler
+  // mode for good. The failed call is retried where nothing else can have
+  // run since the failure began: a statement outside any transaction, or
+  // execute()'s / once()'s first statement after its own BEGIN/SAVEPOINT
+  // (the handler has not run) - so with the default options no call fails
+  // behind PgBouncer. Inside the caller's own transaction (a borrowed
+  // connection) the Error is thrown: that transaction has failed.
   bool detect_pooler = true;
   // execute() sends BEGIN + claim in one round trip and finish + COMMIT in
   // another (libpq pipeline mode, libpq >= 14), in both modes; false (or a

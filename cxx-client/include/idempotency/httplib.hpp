@@ -23,7 +23,12 @@
 //  - replays a completed key byte for byte with "Idempotent-Replayed: true", answers 409 with
 //    Retry-After while another request holds the key, 422 when the key was used with another request;
 //  - answers 503 when the database connection is lost (the connection is dropped; the next request
-//    gets a new one) and 500 on any other failure, after rolling back the work and the claim.
+//    gets a new one) and 500 on any other failure, after rolling back the work and the claim;
+//  - backpressure: waits at most Options::pool_wait (default 2 s) for a pooled connection, then
+//    answers 503 "database_busy" with Retry-After (Options::busy_retry_after, default 1 s) instead of
+//    queueing: no request waits unboundedly for the database, and a burst larger than the pool is
+//    shed, not stored up. (A waiting request holds one of the server's worker threads; bound the
+//    server's own queue of accepted connections as cpp-httplib allows.)
 // A handler that throws Reject answers without storing anything (e.g. a validation error: the client
 // may fix the request and retry with the same key); a handler that throws anything else, or sets a
 // status of 500 or more, rolls back too (the work did not happen; a retry runs it again).
@@ -35,6 +40,7 @@
 #include <poll.h>
 #include <strings.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <condition_variable>
@@ -54,6 +60,16 @@
 namespace idempotency::http {
 
 // ---- connections -------------------------------------------------------------
+
+// acquire() found no connection free within its wait: the pool is exhausted
+// (every connection is busy), not broken. SQLSTATE 08004, as before this type
+// existed; the middleware answers 503 "database_busy" with Retry-After.
+class PoolExhausted : public Error {
+ public:
+  explicit PoolExhausted(std::chrono::milliseconds waited)
+      : Error("08004", "idempotency: no database connection became free within " + std::to_string(waited.count()) +
+                           " ms (every pooled connection is busy)") {}
+};
 
 // A small pool of Clients, each owning one connection, shared by the server's
 // worker threads. A connection is used by one request at a time; one that was
@@ -97,14 +113,16 @@ class ConnectionPool {
   };
 
   // A healthy connection: an idle one, or a new one while fewer than max_size
-  // exist; otherwise waits up to acquire_timeout for one to come back. Throws
-  // Error (class 08) when no connection can be made.
-  Lease acquire() {
+  // exist; otherwise waits up to acquire_timeout (or `wait`) for one to come
+  // back, then throws PoolExhausted. Throws Error (class 08) when no
+  // connection can be made.
+  Lease acquire() { return acquire(timeout_); }
+  Lease acquire(std::chrono::milliseconds wait) {
     std::unique_ptr<Client> client;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      if (!cv_.wait_for(lock, timeout_, [this] { return !idle_.empty() || open_ < max_size_; })) {
-        throw Error("08004", "idempotency: no database connection became free within the pool's timeout");
+      if (!cv_.wait_for(lock, wait, [this] { return !idle_.empty() || open_ < max_size_; })) {
+        throw PoolExhausted(wait);
       }
       if (!idle_.empty()) {
         client = std::move(idle_.back());
@@ -186,6 +204,12 @@ struct Options {
   // header the handler set except Date, Set-Cookie and hop-by-hop ones.
   std::vector<std::string> replay_headers;
   ClaimOptions claim;  // ttl, lease, wait (its fingerprint is ignored)
+  // Backpressure: the longest a request waits for a free pooled connection;
+  // then 503 {"error": "database_busy"} with Retry-After: busy_retry_after
+  // (whole seconds, at least 1). Nothing was claimed: the client retries
+  // with the same key.
+  std::chrono::milliseconds pool_wait = std::chrono::seconds(2);
+  std::chrono::seconds busy_retry_after = std::chrono::seconds(1);
 };
 
 // The route's business logic: runs inside the transaction that holds the key,
@@ -326,7 +350,7 @@ class Middleware {
     bool in_handler = false;
     try {
       const std::string scope = !key ? std::string() : o.scope ? o.scope(req) : req.method + " " + req.path;
-      lease.emplace(pool_.acquire());
+      lease.emplace(pool_.acquire(o.pool_wait));
       Client& client = **lease;
       auto run = [&](PGconn* conn) {
         in_handler = true;
@@ -359,6 +383,8 @@ class Middleware {
       if (r.outcome != Outcome::Claimed) detail::send(res, to_http(r));  // the handler did not run
     } catch (const Reject& e) {
       detail::send(res, e.reply);
+    } catch (const PoolExhausted& e) {
+      detail::send(res, busy(o, e.what()));
     } catch (const detail::HandlerFailed&) {
       if (lost(lease)) detail::send(res, unavailable("the connection broke while rolling back"));
       // otherwise res holds the handler's own 5xx answer; nothing was stored.
@@ -388,7 +414,14 @@ class Middleware {
     return true;
   }
   static HttpReply unavailable(const std::string& why) {
-    return error_reply(503, "database_unavailable", "the database connection was lost; retry the request: " + why);
+    HttpReply r = error_reply(503, "database_unavailable", "the database connection was lost; retry the request: " + why);
+    r.headers.emplace_back("Retry-After", "1");
+    return r;
+  }
+  static HttpReply busy(const Options& o, const std::string& why) {
+    HttpReply r = error_reply(503, "database_busy", "the service is busy; retry the request later: " + why);
+    r.headers.emplace_back("Retry-After", std::to_string(std::max<long long>(1, o.busy_retry_after.count())));
+    return r;
   }
 
   ConnectionPool& pool_;
