@@ -28,7 +28,7 @@ passed=0 failed=0
 ok() { echo "ok   - $1"; passed=$((passed + 1)); }
 not_ok() { echo "FAIL - $1" >&2; [ -n "${2:-}" ] && [ -f "$2" ] && tail -c 6000 "$2" >&2; failed=$((failed + 1)); }
 finish() { echo "$passed $failed packages" >>"$SUITE_COUNTS"; rm -rf "$work"; [ "$failed" -eq 0 ]; exit; }
-APT="apt-get -o DPkg::Lock::Timeout=600 -y -q --no-install-recommends"
+APT="apt-get ${APT_OPTS:-} -o DPkg::Lock::Timeout=600 -y -q --no-install-recommends"
 CHROOT_CACHE=${CHROOT_CACHE:-/var/cache/pg-idempotency/chroots}
 PACKAGES_ROOT=${PACKAGES_ROOT:-$CHROOT_CACHE/bookworm}
 
@@ -55,11 +55,22 @@ if [ -n "${missing:-}" ]; then
 fi
 src=$work/pg-idempotency
 mkdir -p "$src"
-# The tree as git sees it (committed and not yet committed files), without build products.
-(cd "$REPO_ROOT" && git ls-files -co --exclude-standard | grep -vE '^(build|build-cmake)/|\.(o|so|d)$' |
-  tar -T - -cf -) | tar -xf - -C "$src"
+# The tree as git sees it (committed and not yet committed files), without
+# build products; a copy without .git (a chroot's) as it is, less the same.
+if git -C "$REPO_ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  (cd "$REPO_ROOT" && git ls-files -co --exclude-standard | grep -vE '^(build|build-cmake)/|\.(o|so|d)$' |
+    tar -T - -cf -) | tar -xf - -C "$src"
+else
+  (cd "$REPO_ROOT" && tar --exclude=./build --exclude=./build-cmake --exclude='*.o' --exclude='*.so' --exclude='*.d' \
+    --exclude=./debian/tmp -cf - .) | tar -xf - -C "$src"
+fi
 (cd "$src" && pg_buildext updatecontrol >/dev/null 2>&1 || true)
-if (cd "$src" && DEB_BUILD_OPTIONS="nocheck parallel=2" dpkg-buildpackage -us -uc -b) >"$work/build.log" 2>&1; then
+# PACKAGES_PREBUILT=DIR: take the .debs and .changes from DIR instead (to
+# re-run the later steps on packages just built by hand).
+if [ -n "${PACKAGES_PREBUILT:-}" ]; then
+  cp "$PACKAGES_PREBUILT"/*.deb "$PACKAGES_PREBUILT"/*.changes "$PACKAGES_PREBUILT"/*.buildinfo "$work/" 2>/dev/null
+  ok "prebuilt packages from $PACKAGES_PREBUILT: $(cd "$work" && ls ./*.deb | sed 's|^\./||; s|_.*||' | sort | tr '\n' ' ')"
+elif (cd "$src" && DEB_BUILD_OPTIONS="nocheck parallel=2" dpkg-buildpackage -us -uc -b) >"$work/build.log" 2>&1; then
   ok "dpkg-buildpackage builds $(cd "$work" && ls ./*.deb | sed 's|^\./||; s|_.*||' | sort | tr '\n' ' ')"
 else
   not_ok "dpkg-buildpackage" "$work/build.log"; finish
@@ -67,7 +78,7 @@ fi
 majors=$(cd "$work" && ls postgresql-*-idempotency_*.deb | sed -E 's/^postgresql-([0-9]+)-.*/\1/' | sort -u)
 
 # ---- 3. lintian -----------------------------------------------------------------
-lintian --no-tag-display-limit "$work"/*.changes >"$work/lintian.log" 2>&1
+lintian --tag-display-limit 0 "$work"/*.changes >"$work/lintian.log" 2>&1
 summary=$(awk -F: '/^[EWIP]:/ {n[$1]++} END {printf "%d errors, %d warnings, %d info", n["E"], n["W"], n["I"]}' "$work/lintian.log")
 if ! grep -q '^E:' "$work/lintian.log"; then ok "lintian: no errors ($summary)"; else not_ok "lintian: $summary" "$work/lintian.log"; fi
 grep -E '^[EW]:' "$work/lintian.log" | sed 's/^/    /' | head -40
@@ -121,7 +132,7 @@ else
   printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"; chmod +x "$root/usr/sbin/policy-rc.d"
   for v in $majors; do
     run_in "$root" dpkg-query -W -f='${Status}' "postgresql-$v" 2>/dev/null | grep -q 'install ok installed' && continue
-    run_in "$root" /bin/sh -c "apt-get -q update && DEBIAN_FRONTEND=noninteractive $APT install postgresql-$v" \
+    run_in "$root" /bin/sh -c "apt-get ${APT_OPTS:-} -q update && DEBIAN_FRONTEND=noninteractive $APT install postgresql-$v" \
       >"$work/chroot-apt.log" 2>&1 || { not_ok "PostgreSQL $v in $root" "$work/chroot-apt.log"; finish; }
   done
 fi
@@ -139,7 +150,7 @@ cp "$work"/*.deb "${root%/}$stage/"
 (cd "$src" && tar -cf - debian test Makefile VERSION sql extension) | tar -xf - -C "${root%/}$stage"
 # The extension package for each major built, the -dev and demo packages.
 pkgs=$(cd "${root%/}$stage" && ls ./*.deb | sed "s|^\./|$stage/|" | tr '\n' ' ')
-if run_in "$root" /bin/sh -c "apt-get -q update >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive $APT install --reinstall $pkgs" \
+if run_in "$root" /bin/sh -c "apt-get ${APT_OPTS:-} -q update >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive $APT install --reinstall $pkgs" \
      >"$work/install.log" 2>&1; then
   ok "apt install ./*.deb where nothing was make-installed ($([ "$root" = / ] && echo here || echo "$root"))"
 else
@@ -162,7 +173,9 @@ if [ -n "$(cd "$REPO_ROOT" && git status --porcelain --untracked-files=no)" ]; t
   echo "note: make dist archives HEAD; uncommitted changes are not in it"
 fi
 rm -f "$REPO_ROOT"/pg_idempotency-*.zip
-if make -s -C "$REPO_ROOT" dist PG_CONFIG="$PG_BIN/pg_config" >"$work/dist.log" 2>&1 &&
+if ! git -C "$REPO_ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  echo "note: no git work tree here (a chroot's copy): make dist and the PGXN install run on the host"
+elif make -s -C "$REPO_ROOT" dist PG_CONFIG="$PG_BIN/pg_config" >"$work/dist.log" 2>&1 &&
    unzip -l "$REPO_ROOT/pg_idempotency-$version.zip" | grep -q "pg_idempotency-$version/META.json"; then
   ok "make dist: pg_idempotency-$version.zip with META.json"
   mv "$REPO_ROOT/pg_idempotency-$version.zip" "$work/"
@@ -175,6 +188,7 @@ if make -s -C "$REPO_ROOT" dist PG_CONFIG="$PG_BIN/pg_config" >"$work/dist.log" 
   cp -a "$base/usr/include/postgresql" "$pgroot/usr/include/"
   rm -f "$pgroot/usr/lib/postgresql/$major/lib/pg_idempotency.so" "$pgroot/usr/share/postgresql/$major/extension/pg_idempotency"*
   pgc=$pgroot/usr/lib/postgresql/$major/bin/pg_config
+  mkdir -p "$("$pgc" --libdir)"  # pgxnclient checks that it may write there
   if pgxn install --pg_config "$pgc" "$work/pg_idempotency-$version.zip" >"$work/pgxn.log" 2>&1 &&
      [ -f "$pgroot/usr/share/postgresql/$major/extension/pg_idempotency--1.2.sql" ]; then
     ok "pgxnclient installs the archive into a PostgreSQL $major copy"
