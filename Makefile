@@ -23,7 +23,8 @@ ISOLATION_OPTS = --inputdir=test --outputdir=test/isolation_output
 # headers so warnings (and -Werror) apply to the project's own code only.
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server)
-PG_CPPFLAGS += $(addprefix -I,$(EXTENSION_DIRS))
+# Project includes are qualified by folder from extension/: "keys/store.hpp".
+PG_CPPFLAGS += -Iextension
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
 # Warnings are errors only when asked (`make WERROR=1`, as scripts/test does), so a
 # user's or a packager's build never fails on a newer compiler's new warning.
