@@ -130,11 +130,14 @@ else
       { not_ok "making the Debian 12 chroot $root" "$work/debootstrap.log"; finish; }
   fi
   printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"; chmod +x "$root/usr/sbin/policy-rc.d"
-  for v in $majors; do
-    run_in "$root" dpkg-query -W -f='${Status}' "postgresql-$v" 2>/dev/null | grep -q 'install ok installed' && continue
-    run_in "$root" /bin/sh -c "apt-get ${APT_OPTS:-} -q update && DEBIAN_FRONTEND=noninteractive $APT install postgresql-$v" \
-      >"$work/chroot-apt.log" 2>&1 || { not_ok "PostgreSQL $v in $root" "$work/chroot-apt.log"; finish; }
-  done
+  # The host's Debian 12 sources (updates and security too): the packages
+  # depend on the minor release they were built against (pg_buildext).
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    cp /etc/apt/sources.list.d/debian.sources "$root/etc/apt/sources.list.d/"; : >"$root/etc/apt/sources.list"
+  fi
+  pgs=$(for v in $majors; do printf 'postgresql-%s ' "$v"; done)
+  run_in "$root" /bin/sh -c "apt-get ${APT_OPTS:-} -q update && DEBIAN_FRONTEND=noninteractive $APT install $pgs" \
+    >"$work/chroot-apt.log" 2>&1 || { not_ok "PostgreSQL $majors in $root" "$work/chroot-apt.log"; finish; }
 fi
 # Nothing make-installed may stand in for the package's files: remove what
 # `make install` put there (files no package owns).
