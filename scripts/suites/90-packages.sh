@@ -165,7 +165,11 @@ run_in "$root" /bin/sh -c "DEBIAN_FRONTEND=noninteractive $APT install make cmak
 chown -R postgres:postgres "${root%/}$stage" 2>/dev/null || run_in "$root" chown -R postgres:postgres "$stage"
 for t in installcheck cmake-consumer; do
   if run_in "$root" /bin/sh -c "cd $stage && AUTOPKGTEST_TMP=\$(mktemp -d) debian/tests/$t" >"$work/$t.log" 2>&1; then
-    ok "debian/tests/$t against the installed packages ($(grep -cE '^(test| ) +[^ ]+ +\.\.\. ok|^ok [0-9]' "$work/$t.log") regress/isolation tests ok)"
+    case $t in
+      installcheck) ok "debian/tests/$t against the installed packages ($(grep -cE '^(test| ) +[^ ]+ +\.\.\. ok|^ok [0-9]' "$work/$t.log") regress and isolation tests ok)" ;;
+      *) if grep -q 'consumer ok: replay' "$work/$t.log"; then ok "debian/tests/$t: an outside CMake project builds against the installed -dev package and replays a key"
+         else not_ok "debian/tests/$t: the consumer did not report its replay" "$work/$t.log"; fi ;;
+    esac
   else
     not_ok "debian/tests/$t against the installed packages" "$work/$t.log"
   fi
