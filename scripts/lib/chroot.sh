@@ -19,7 +19,7 @@ CHROOT_MAJORS=(17 18)
 chroot_root() { echo "$CHROOT_CACHE/$(chroot_suite "$1")"; }
 chroot_suite() {
   local s=${CHROOT_SUITE_OF_MAJOR[$1]:-}
-  [ -n "$s" ] || { echo "no chroot for PostgreSQL $1 (tested: ${!CHROOT_SUITE_OF_MAJOR[*]})" >&2; return 1; }
+  [ -n "$s" ] || { echo "PostgreSQL $1 is not tested here: no Debian suite this machine reaches ships it (the host's 15; chroots: ${CHROOT_MAJORS[*]})" >&2; return 1; }
   echo "$s"
 }
 
@@ -34,7 +34,7 @@ host_debian_mirror() {
   for f in /etc/apt/sources.list.d/*.sources; do
     [ -f "$f" ] || continue
     uri=$(awk '
-      function flush() { if (deb && uris != "" && plain) { print uris; exit } deb = 0; uris = ""; plain = 0 }
+      function flush() { if (deb && uris != "" && plain && !done) { print uris; done = 1 } deb = 0; uris = ""; plain = 0 }
       /^[[:space:]]*$/ { flush(); next }
       /^Types:/ { for (i = 2; i <= NF; i++) if ($i == "deb") deb = 1 }
       /^URIs:/  { uris = $2 }
@@ -85,6 +85,16 @@ chroot_healthy() {
     chroot "$root" /bin/true 2>/dev/null
 }
 
+# rm -rf of a directory, refused while anything is mounted below it (a bind
+# mount of /dev would take the host's device nodes with it).
+remove_tree() {
+  if awk -v d="$1/" 'index($2 "/", d) == 1 {found = 1} END {exit !found}' /proc/mounts; then
+    echo "$1: something is still mounted below it; not removing it" >&2
+    return 1
+  fi
+  rm -rf --one-file-system "$1"
+}
+
 chroot_make() {
   local major=$1 suite root mirror tmp
   suite=$(chroot_suite "$major") || return 1
@@ -94,11 +104,13 @@ chroot_make() {
   # Built next to the cache and moved in when complete: an interrupted run
   # never leaves something that looks usable.
   tmp=$root.new
-  rm -rf "$tmp"; mkdir -p "$CHROOT_CACHE"
+  remove_tree "$tmp" || return 1
+  mkdir -p "$CHROOT_CACHE"
   log "debootstrap --variant=minbase $suite (PostgreSQL $major) into $root"
   debootstrap --variant=minbase "$suite" "$tmp" "$mirror" >"$CHROOT_CACHE/$suite.debootstrap.log" 2>&1 || {
     tail -20 "$CHROOT_CACHE/$suite.debootstrap.log" >&2; return 1; }
-  rm -rf "$root"; mv "$tmp" "$root"
+  remove_tree "$root" || return 1
+  mv "$tmp" "$root"
   touch "$root/.pgi-bootstrapped"
 }
 
