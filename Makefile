@@ -41,10 +41,23 @@ PG_CXXFLAGS += -MMD -MP
 # No JIT bitcode for C++ sources (the server's clang step is not wanted here).
 override with_llvm = no
 
-EXTRA_CLEAN = $(OBJS:.o=.d) test/results test/regression.diffs test/regression.out test/isolation_output
+# The version lives in VERSION (CMakeLists.txt and debian/rules read it too).
+IDEMPOTENCY_VERSION := $(shell cat VERSION)
+DIST_ARCHIVE = pg_idempotency-$(IDEMPOTENCY_VERSION).zip
+
+EXTRA_CLEAN = META.json $(DIST_ARCHIVE) $(OBJS:.o=.d) test/results test/regression.diffs test/regression.out test/isolation_output
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # After PGXS, so that a dependency rule never becomes the default goal.
 -include $(OBJS:.o=.d)
+
+# PGXN: META.json (the spec's version 1.0.0) from META.json.in and VERSION, and
+# the release archive of the committed tree with it (`make dist`).
+META.json: META.json.in VERSION
+	sed -e 's/@VERSION@/$(IDEMPOTENCY_VERSION)/g' META.json.in >$@
+
+.PHONY: dist
+dist: META.json
+	git archive --format=zip --prefix=pg_idempotency-$(IDEMPOTENCY_VERSION)/ --add-file=META.json -o $(DIST_ARCHIVE) HEAD

@@ -6,16 +6,16 @@
 
 namespace pgi::keys {
 
-KeyRow FirstLook(const args::KeyRef& key, Link& spi) {
+KeyRow FirstLook(const args::KeyRef& key, Link& spi, bool traced) {
   KeyRow row{};
   if (direct_read::Read(key, &row)) return row;
   spi.Need();
-  return store::FirstLook(key);
+  return store::FirstLook(key, traced);
 }
 
-KeyRow Read(const args::KeyRef& key, Link& spi) {
+KeyRow Read(const args::KeyRef& key, Link& spi, bool traced) {
   spi.Need();
-  return store::Read(key);
+  return store::Read(key, traced);
 }
 
 Presence Probe(const args::KeyRef& key) { return direct_read::Probe(key); }

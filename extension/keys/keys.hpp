@@ -24,10 +24,10 @@ using store::Response;
 
 // claim's and once()'s first look: the key's row under the calling
 // statement's snapshot (no new snapshot); found = false when none is visible.
-KeyRow FirstLook(const args::KeyRef& key, Link& spi);
+KeyRow FirstLook(const args::KeyRef& key, Link& spi, bool traced = false);
 
 // The key's row whatever its state or expiry, as committed now.
-KeyRow Read(const args::KeyRef& key, Link& spi);
+KeyRow Read(const args::KeyRef& key, Link& spi, bool traced = false);
 
 // Whether a row for the key exists, committed or being written by an open
 // transaction (what a unique check would meet). Unknown where only the
