@@ -6,7 +6,6 @@
 #include "keys/sweep_sql.hpp"
 
 #include "keys/citus.hpp"
-#include "keys/direct_read.hpp"
 #include "pg/boundary.hpp"
 #include "pg/bounded_wait.hpp"
 #include "pg/pg_headers.hpp"
@@ -235,12 +234,7 @@ KeyRow ReadBy(const args::KeyRef& key, Snapshot snapshot) {
 
 KeyRow Read(const args::KeyRef& key) { return ReadBy(key, Snapshot::Fresh); }
 
-KeyRow FirstLook(const args::KeyRef& key, Link& spi) {
-  KeyRow row{};
-  if (direct_read::Read(key, &row)) return row;
-  spi.Need();
-  return ReadBy(key, Snapshot::Statement);
-}
+KeyRow FirstLook(const args::KeyRef& key) { return ReadBy(key, Snapshot::Statement); }
 
 ClaimedRow Inserted(const NewClaim& claim) { return {true, false, 1, nullptr, claim.expires_at, claim.locked_until}; }
 

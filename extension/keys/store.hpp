@@ -1,4 +1,6 @@
-// Every statement run against idempotency.keys.
+// Every statement run against idempotency.keys: the SQL path. The request
+// path reaches it through keys.hpp, which takes the direct path instead where
+// that is safe.
 //
 // Each is prepared once per backend and kept (SPI_keepplan). The plan cache
 // re-analyses a kept plan after DROP/CREATE EXTENSION, so the plans follow the
@@ -73,10 +75,9 @@ struct Link {
 KeyRow Read(const args::KeyRef& key);
 
 // claim's and once()'s first look: the key's row under the calling
-// statement's snapshot (no new snapshot), by a direct primary-key probe where
-// that is safe (direct_read.hpp), else by the SPI statement (connected through
-// spi).
-KeyRow FirstLook(const args::KeyRef& key, Link& spi);
+// statement's snapshot (no new snapshot), where a direct primary-key probe
+// (direct_read.hpp) is not safe.
+KeyRow FirstLook(const args::KeyRef& key);
 
 // What an insert of `claim` as a new key (attempt 1) wrote.
 ClaimedRow Inserted(const NewClaim& claim);

@@ -1,12 +1,10 @@
-// The SQL-callable functions: argument checks, the key lock, store statements
+// The SQL-callable functions: argument checks, the key lock, the keys table
 // and the claim decision, glued together. Each entry point is one Guard().
 #include <algorithm>
 #include <optional>
 #include <string>
 
-#include "keys/direct_read.hpp"
-#include "keys/direct_write.hpp"
-#include "keys/store.hpp"
+#include "keys/keys.hpp"
 #include "pg/args.hpp"
 #include "pg/boundary.hpp"
 #include "pg/settings.hpp"
@@ -31,14 +29,6 @@ constexpr const char* kClaimWritesDetail =
 
 using claim_result::Outcome;
 
-// The new key's row: straight into the table where that is safe, else the
-// INSERT statement.
-store::ClaimedRow InsertAbsent(const args::KeyRef& key, const store::NewClaim& claim, store::Link& spi) {
-  if (direct_write::InsertAbsent(key, claim)) return store::Inserted(claim);
-  spi.Need();
-  return store::InsertAbsent(key, claim);
-}
-
 // All times come from the database clock: the transaction's now().
 TimestampTz Now() { return GetCurrentTransactionStartTimestamp(); }
 
@@ -52,7 +42,7 @@ decide::Fingerprints CompareFingerprints(const bytea* stored, const bytea* given
   return SameBytes(stored, given) ? decide::Fingerprints::Same : decide::Fingerprints::Different;
 }
 
-std::optional<decide::Row> AsDecideRow(const store::KeyRow& row, const bytea* fingerprint) {
+std::optional<decide::Row> AsDecideRow(const keys::KeyRow& row, const bytea* fingerprint) {
   if (!row.found) return std::nullopt;
   decide::Row facts;
   facts.completed = row.completed;
@@ -68,7 +58,7 @@ claim_result::Fields NoFields(Outcome outcome) {
   return fields;
 }
 
-claim_result::Fields ReplayOf(const store::KeyRow& row) {
+claim_result::Fields ReplayOf(const keys::KeyRow& row) {
   auto fields = NoFields(Outcome::Replay);
   fields.has_attempt = true;
   fields.attempt = row.attempt;
@@ -83,7 +73,7 @@ claim_result::Fields ReplayOf(const store::KeyRow& row) {
 }
 
 // in_progress: what is known of the holder, if its row is visible at all.
-claim_result::Fields InProgressOf(const store::KeyRow& row, TimestampTz now) {
+claim_result::Fields InProgressOf(const keys::KeyRow& row, TimestampTz now) {
   auto fields = NoFields(Outcome::InProgress);
   if (!row.found || row.expires_at <= now) return fields;
   fields.has_attempt = true;
@@ -95,7 +85,7 @@ claim_result::Fields InProgressOf(const store::KeyRow& row, TimestampTz now) {
   return fields;
 }
 
-claim_result::Fields Answer(decide::Verdict verdict, const store::KeyRow& row, TimestampTz now) {
+claim_result::Fields Answer(decide::Verdict verdict, const keys::KeyRow& row, TimestampTz now) {
   switch (verdict) {
     case decide::Verdict::Mismatch:
       return NoFields(Outcome::Mismatch);
@@ -134,9 +124,9 @@ void Count(Outcome outcome, int32 attempt) {
 // wait_until: when the caller's wait ends (0: no wait). The key-lock wait
 // and the row waits share that one budget.
 claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, TimestampTz now, TimestampTz expires_at,
-                                 TimestampTz locked_until, const store::KeyRow& seen, TimestampTz wait_until,
-                                 store::Link& spi) {
-  store::KeyRow row = seen;
+                                 TimestampTz locked_until, const keys::KeyRow& seen, TimestampTz wait_until,
+                                 keys::Link& spi) {
+  keys::KeyRow row = seen;
   // The first look saw no row, under the statement's snapshot. A holder may
   // have committed one since (and ended, or we would not hold the key lock):
   // a dirty probe sees it, and then the row decides as below. When the probe
@@ -144,29 +134,27 @@ claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, Ti
   // key is a plain INSERT (no speculative insertion).
   bool absent = false;
   if (!row.found) {
-    switch (direct_read::Probe(key)) {
-      case direct_read::Presence::Absent:
+    switch (keys::Probe(key)) {
+      case keys::Presence::Absent:
         absent = true;
         break;
-      case direct_read::Presence::Present: {
-        spi.Need();
-        row = store::Read(key);
+      case keys::Presence::Present: {
+        row = keys::Read(key, spi);
         const auto verdict = decide::Judge(AsDecideRow(row, fingerprint), now);
         if (verdict != decide::Verdict::Acquire) return Answer(verdict, row, now);
         break;
       }
-      case direct_read::Presence::Unknown:
+      case keys::Presence::Unknown:
         break;
     }
   }
   for (int attempt = 0; attempt < kClaimAttempts; attempt++) {
     const int64 left_us = wait_until == 0 ? 0 : std::max<int64>(0, wait_until - GetCurrentTimestamp());
     const int row_wait_ms = static_cast<int>(std::min<int64>(left_us / 1000, INT_MAX));
-    const store::NewClaim claim{fingerprint, token::New(), now, expires_at, locked_until};
-    if (!absent) spi.Need();
-    const store::ClaimedRow claimed = row.found ? store::TakeOver(key, claim, row_wait_ms)
-                                      : absent  ? InsertAbsent(key, claim, spi)
-                                                : store::Insert(key, claim);
+    const keys::NewClaim claim{fingerprint, token::New(), now, expires_at, locked_until};
+    const keys::ClaimedRow claimed = row.found ? keys::TakeOver(key, claim, row_wait_ms, spi)
+                                     : absent  ? keys::InsertAbsent(key, claim, spi)
+                                               : keys::Insert(key, claim, spi);
     absent = false;  // a second round knows nothing of the sort
     if (claimed.timed_out) return InProgressOf(row, now);
     if (claimed.claimed) {
@@ -184,8 +172,7 @@ claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, Ti
     }
     // The row is not what the first look saw (committed or swept since):
     // look again and answer for it, or go again.
-    spi.Need();
-    row = store::Read(key);
+    row = keys::Read(key, spi);
     const auto verdict = decide::Judge(AsDecideRow(row, fingerprint), now);
     if (verdict != decide::Verdict::Acquire) return Answer(verdict, row, now);
   }
@@ -209,9 +196,9 @@ Datum Claim(FunctionCallInfo fcinfo) {
 
   // First look, read-only: replays and mismatches answer here without a lock,
   // a row lock, an xid or WAL; where it is safe, without SPI at all (a direct
-  // primary-key probe, direct_read.hpp). SPI is connected only when needed.
-  store::Link spi;
-  const store::KeyRow seen = store::FirstLook(key, spi);
+  // primary-key probe, keys.hpp). SPI is connected only when needed.
+  keys::Link spi;
+  const keys::KeyRow seen = keys::FirstLook(key, spi);
   const auto verdict = decide::Judge(AsDecideRow(seen, fingerprint), now);
   claim_result::Fields fields;
   // Only a claim that must write refuses on a hot standby, before the key lock.
@@ -229,7 +216,7 @@ Datum Claim(FunctionCallInfo fcinfo) {
   return result;
 }
 
-[[noreturn]] void ThrowNotHolder(const args::KeyRef& key, int64 token, const store::KeyRow& row, TimestampTz now) {
+[[noreturn]] void ThrowNotHolder(const args::KeyRef& key, int64 token, const keys::KeyRow& row, TimestampTz now) {
   std::string why;
   if (!row.found)
     why = "No such key exists (never claimed, released, or swept).";
@@ -252,7 +239,7 @@ int64 TokenArg(FunctionCallInfo fcinfo, const args::KeyRef& key) {
   return PG_GETARG_INT64(2);
 }
 
-bool SameResponse(const store::KeyRow& row, const store::Response& response) {
+bool SameResponse(const keys::KeyRow& row, const keys::Response& response) {
   if (!row.has_response_status || row.response_status != response.status) return false;
   if ((row.response_body == 0) != (response.body == nullptr)) return false;
   if ((row.response_headers == 0) != (response.headers == nullptr)) return false;
@@ -267,7 +254,7 @@ Datum Finish(FunctionCallInfo fcinfo) {
   const args::KeyRef key = args::Key(fcinfo);
   const int64 token = TokenArg(fcinfo, key);
   args::RequireNotNull(fcinfo, 3, "response_status", &key);
-  store::Response response{PG_GETARG_INT32(3), nullptr, nullptr};
+  keys::Response response{PG_GETARG_INT32(3), nullptr, nullptr};
   PgCall([&] {
     if (!PG_ARGISNULL(4)) response.body = PG_GETARG_BYTEA_PP(4);
     if (PG_NARGS() > 5 && !PG_ARGISNULL(5)) response.headers = PG_GETARG_JSONB_P(5);
@@ -285,16 +272,10 @@ Datum Finish(FunctionCallInfo fcinfo) {
   standby::RequirePrimary("finish", &key);
   const TimestampTz now = Now();
   key_lock::Acquire(key);
-  const direct_write::Completion direct = direct_write::Complete(key, token, now, response);
-  bool stored = direct == direct_write::Completion::Stored;
-  store::Link spi;
-  if (direct == direct_write::Completion::Unknown) {
-    spi.Need();
-    stored = store::Complete(key, token, now, response);
-  }
+  keys::Link spi;
+  const bool stored = keys::Complete(key, token, now, response, spi);
   if (!stored) {
-    spi.Need();
-    const store::KeyRow row = store::Read(key);
+    const keys::KeyRow row = keys::Read(key, spi);
     if (!row.found || row.expires_at <= now || row.token != token || !row.completed)
       ThrowNotHolder(key, token, row, now);
     if (!SameResponse(row, response))
@@ -321,10 +302,10 @@ Datum Checkpoint(FunctionCallInfo fcinfo) {
   const TimestampTz locked_until = args::AddInterval(now, lease, "lease", key);
   standby::RequirePrimary("checkpoint", &key);
   key_lock::Acquire(key);
-  store::Connect();
-  if (!store::Checkpoint(key, token, now, recovery_point, locked_until))
-    ThrowNotHolder(key, token, store::Read(key), now);
-  store::Disconnect();
+  keys::Link spi;
+  if (!keys::Checkpoint(key, token, now, recovery_point, locked_until, spi))
+    ThrowNotHolder(key, token, keys::Read(key, spi), now);
+  spi.Done();
   return TimestampTzGetDatum(locked_until);
 }
 
@@ -334,9 +315,9 @@ Datum Release(FunctionCallInfo fcinfo) {
   standby::RequirePrimary("release", &key);
   const TimestampTz now = Now();
   key_lock::Acquire(key);
-  store::Connect();
-  if (!store::Release(key, token, now)) ThrowNotHolder(key, token, store::Read(key), now);
-  store::Disconnect();
+  keys::Link spi;
+  if (!keys::Release(key, token, now, spi)) ThrowNotHolder(key, token, keys::Read(key, spi), now);
+  spi.Done();
   stats::Add(stats::Counter::Releases);
   return BoolGetDatum(true);
 }
@@ -344,12 +325,9 @@ Datum Release(FunctionCallInfo fcinfo) {
 Datum Lookup(FunctionCallInfo fcinfo) {
   const args::KeyRef key = args::Key(fcinfo);
   MemoryContext caller_context = CurrentMemoryContext;
-  Datum row = 0;
-  if (!direct_read::LookupLive(key, Now(), caller_context, &row)) {  // SPI only where a direct probe is not safe
-    store::Connect();
-    row = store::LookupLive(key, Now(), caller_context);
-    store::Disconnect();
-  }
+  keys::Link spi;
+  const Datum row = keys::LookupLive(key, Now(), caller_context, spi);
+  spi.Done();
   if (row == 0) PG_RETURN_NULL();
   return row;
 }
@@ -363,9 +341,9 @@ Datum Sweep(FunctionCallInfo fcinfo) {
                   "Pass how many expired keys to delete at most, or NULL for idempotency.sweep_batch_size.");
   }
   standby::RequirePrimary("sweep", nullptr);
-  store::Connect();
-  const uint64 deleted = store::SweepExpired(Now(), limit);
-  store::Disconnect();
+  keys::Link spi;
+  const uint64 deleted = keys::SweepExpired(Now(), limit, spi);
+  spi.Done();
   stats::Add(stats::Counter::Swept, deleted);
   stats::NoteSweep();
   return Int64GetDatum(static_cast<int64>(deleted));

@@ -1,9 +1,9 @@
 // once(scope, key, ttl, wait): claim + finish in one call, for idempotent
 // consumers (messages, webhooks, jobs delivered more than once).
 //
-// It reuses claim's parts: the read-only first look (store::Read), the claim
+// It reuses claim's parts: the read-only first look (keys::FirstLook), the claim
 // table (decide::Judge, never a mismatch: once() has no fingerprint), the key
-// lock, and store statements that record the key completed in one write. The
+// lock, and keys.hpp's writes that record the key completed at once. The
 // one rule of its own: a key another transaction may still commit or roll
 // back is never answered "already done" (false) but 55P03, so a consumer never
 // acknowledges a message whose processing could yet be undone.
@@ -11,9 +11,7 @@
 #include <optional>
 #include <string>
 
-#include "keys/direct_read.hpp"
-#include "keys/direct_write.hpp"
-#include "keys/store.hpp"
+#include "keys/keys.hpp"
 #include "pg/args.hpp"
 #include "pg/boundary.hpp"
 #include "pg/settings.hpp"
@@ -63,7 +61,7 @@ bool Nap(TimestampTz wait_until) {
   return true;
 }
 
-std::optional<decide::Row> AsDecideRow(const store::KeyRow& row) {
+std::optional<decide::Row> AsDecideRow(const keys::KeyRow& row) {
   if (!row.found) return std::nullopt;
   decide::Row facts;
   facts.completed = row.completed;
@@ -73,9 +71,9 @@ std::optional<decide::Row> AsDecideRow(const store::KeyRow& row) {
 }
 
 Result Decide(const args::KeyRef& key, TimestampTz now, TimestampTz expires_at, int64 wait_us, TimestampTz wait_until,
-              store::Link& spi) {
+              keys::Link& spi) {
   // First look, read-only: a processed key answers here without a lock or an xid.
-  store::KeyRow row = store::FirstLook(key, spi);
+  keys::KeyRow row = keys::FirstLook(key, spi);
   bool locked = false;
   for (int writes = 0;;) {
     switch (decide::Judge(AsDecideRow(row), now)) {
@@ -86,8 +84,7 @@ Result Decide(const args::KeyRef& key, TimestampTz now, TimestampTz expires_at, 
         // A committed claim() holds it with a running lease: it may finish
         // (false) or release it; wait for either while the wait lasts.
         if (!Nap(wait_until)) return {Answer::Held, 0, true, row.locked_until};
-        spi.Need();
-        row = store::Read(key);
+        row = keys::Read(key, spi);
         continue;
       case decide::Verdict::Acquire:
         break;
@@ -100,20 +97,17 @@ Result Decide(const args::KeyRef& key, TimestampTz now, TimestampTz expires_at, 
       locked = true;
     }
     if (writes++ == kWriteAttempts) return {Answer::Held, 0};
-    const store::NewClaim claim{nullptr, token::New(), now, expires_at, 0};
-    // No row seen, and none there now (a probe that also sees uncommitted
-    // rows; nobody can add one while we hold the key lock): a plain insert.
-    if (!row.found && direct_read::Probe(key) == direct_read::Presence::Absent &&
-        direct_write::InsertAbsent(key, claim, /*completed=*/true))
-      return {Answer::First, 1};
-    spi.Need();
-    const store::ClaimedRow written =
-        row.found ? store::TakeOverCompleted(key, claim, ToMs(LeftUs(wait_until))) : store::InsertCompleted(key, claim);
+    const keys::NewClaim claim{nullptr, token::New(), now, expires_at, 0};
+    // No row seen: a new key, by a plain insert when a probe that also sees
+    // uncommitted rows finds none (nobody can add one while we hold the key
+    // lock), else with ON CONFLICT.
+    const keys::ClaimedRow written = row.found ? keys::TakeOverCompleted(key, claim, ToMs(LeftUs(wait_until)), spi)
+                                               : keys::InsertCompleted(key, claim, spi);
     if (written.timed_out) return {Answer::Held, 0};
     if (written.claimed) return {Answer::First, written.attempt};
     // Someone else's row is there now (committed since the first look): look
     // again, under a fresh snapshot, and answer for it.
-    row = store::Read(key);
+    row = keys::Read(key, spi);
   }
 }
 
@@ -144,7 +138,7 @@ Datum Once(FunctionCallInfo fcinfo) {
   standby::RequirePrimary("process", &key,
                           "once() records the key it processes, and this server is in recovery (a read replica).");
 
-  store::Link spi;
+  keys::Link spi;
   const Result result = Decide(key, now, expires_at, wait_us, wait_until, spi);
   spi.Done();
 
