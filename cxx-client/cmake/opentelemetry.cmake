@@ -17,11 +17,12 @@ if(opentelemetry-cpp_FOUND AND TARGET opentelemetry-cpp::in_memory_span_exporter
   target_link_libraries(idempotency_opentelemetry_sdk INTERFACE
     opentelemetry-cpp::api opentelemetry-cpp::trace opentelemetry-cpp::metrics
     opentelemetry-cpp::in_memory_span_exporter opentelemetry-cpp::in_memory_metric_exporter
-    opentelemetry-cpp::ostream_span_exporter)
+    opentelemetry-cpp::ostream_span_exporter opentelemetry-cpp::ostream_metrics_exporter)
   set(IDEMPOTENCY_OPENTELEMETRY ON)
 else()
   find_path(OTEL_CPP_INCLUDE_DIR opentelemetry/version.h)
-  set(_otel_libs trace metrics resources common exporter_in_memory exporter_in_memory_metric exporter_ostream_span)
+  set(_otel_libs trace metrics resources common exporter_in_memory exporter_in_memory_metric exporter_ostream_span
+    exporter_ostream_metrics)
   set(_otel_paths)
   set(_otel_missing)
   foreach(lib IN LISTS _otel_libs)
