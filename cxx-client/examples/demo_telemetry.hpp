@@ -69,9 +69,6 @@ class LoggedObserver : public idempotency::Observer {
   void sql_call(const idempotency::SqlCall& call) noexcept override {
     if (inner_) inner_->sql_call(call);
   }
-  bool wants_first_execution_age() const noexcept override {
-    return inner_ && inner_->wants_first_execution_age();
-  }
   std::unique_ptr<idempotency::RequestObservation> request_started(const idempotency::RequestStart& start) override {
     return std::make_unique<Request>(inner_ ? inner_->request_started(start) : nullptr, start);
   }
@@ -84,6 +81,7 @@ class LoggedObserver : public idempotency::Observer {
     std::optional<std::string> trace_context() const override {
       return inner_ ? inner_->trace_context() : std::nullopt;
     }
+    bool wants_first_execution_age() const override { return inner_ && inner_->wants_first_execution_age(); }
     void ended(const idempotency::RequestEnd& end) noexcept override {
       try {
         RequestFacts facts;

@@ -34,10 +34,9 @@ class Recorder : public idempotency::Observer {
     calls.push_back({std::string(c.function), std::string(c.sqlstate), c.duration});
   }
   std::unique_ptr<idempotency::RequestObservation> request_started(const idempotency::RequestStart& s) override {
-    return std::make_unique<Observation>(this, s);
+    return std::make_unique<Observation>(this, s, age_);
   }
   bool wants_raw_key() const noexcept override { return raw_key_; }
-  bool wants_first_execution_age() const noexcept override { return age_; }
 
   std::vector<SeenRequest> requests_seen() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -50,7 +49,7 @@ class Recorder : public idempotency::Observer {
 
  private:
   struct Observation : idempotency::RequestObservation {
-    Observation(Recorder* r, const idempotency::RequestStart& s) : recorder(r) {
+    Observation(Recorder* r, const idempotency::RequestStart& s, bool age) : recorder(r), age(age) {
       seen.method = s.method;
       seen.path = s.path;
       seen.traceparent = s.traceparent;
@@ -69,7 +68,9 @@ class Recorder : public idempotency::Observer {
       std::lock_guard<std::mutex> lock(recorder->mutex_);
       recorder->requests.push_back(seen);
     }
+    bool wants_first_execution_age() const override { return age; }
     Recorder* recorder;
+    bool age;
     SeenRequest seen;
   };
   bool raw_key_, age_;

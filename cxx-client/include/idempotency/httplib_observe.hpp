@@ -80,7 +80,7 @@ class ObservedRequest {
         break;
     }
     end_.attempt = r.attempt;
-    if (r.outcome == Outcome::Replay && observer_->wants_first_execution_age()) {
+    if (r.outcome == Outcome::Replay && observation_->wants_first_execution_age()) {
       try {  // a failure here must not fail the replay: the age is just not known
         if (auto k = client.lookup(scope_, key_); k && k->completed_at) {
           end_.first_execution_age = Clock::now() - *k->completed_at;

@@ -66,7 +66,7 @@ struct RequestEnd {
   // (that request's span), when it stored one.
   std::optional<std::string> stored_trace_context;
   // Replay: how long ago the stored answer was made (its completion), when known
-  // (the observer asked for it: wants_first_execution_age()).
+  // (the observation asked for it: RequestObservation::wants_first_execution_age()).
   std::optional<std::chrono::system_clock::duration> first_execution_age;
   std::string_view error_type;  // failed: the SQLSTATE, or the handler's 5xx status
   std::chrono::steady_clock::duration duration{};
@@ -79,6 +79,9 @@ class RequestObservation {
   // The W3C traceparent the claim stores with the key, for later replays to link
   // to (nullopt: store none). Asked once, just before the claim.
   virtual std::optional<std::string> trace_context() const { return std::nullopt; }
+  // true: on a replay the middleware looks the key up (one more round trip) to
+  // fill RequestEnd::first_execution_age. Ask only when it will be recorded.
+  virtual bool wants_first_execution_age() const { return false; }
   virtual void ended(const RequestEnd&) noexcept = 0;
 };
 
@@ -91,9 +94,6 @@ class Observer {
   virtual std::unique_ptr<RequestObservation> request_started(const RequestStart&) { return nullptr; }
   // Keys can be sensitive: RequestEnd::key is filled only for an observer that says so.
   virtual bool wants_raw_key() const noexcept { return false; }
-  // true: on a replay the middleware looks the key up (one more round trip, replays
-  // only) to fill RequestEnd::first_execution_age.
-  virtual bool wants_first_execution_age() const noexcept { return false; }
 };
 
 // Lower-case hex SHA-256 of the key's bytes: the same key gives the same hash in

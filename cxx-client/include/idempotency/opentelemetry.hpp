@@ -67,7 +67,7 @@ struct Options {
   // Record the raw key as pg_idempotency.key (off: only its hash).
   bool record_raw_key = false;
   // Look the key up on a replay for pg_idempotency.first_execution.age (one more
-  // round trip, replays only).
+  // round trip, for replays whose span is recorded only).
   bool first_execution_age = true;
   // Instrumentation scope of the tracer and the meter.
   std::string instrumentation_name = "pg_idempotency";
@@ -132,7 +132,6 @@ class Observer : public idempotency::Observer {
   }
 
   bool wants_raw_key() const noexcept override { return options_.record_raw_key; }
-  bool wants_first_execution_age() const noexcept override { return options_.first_execution_age; }
 
   void sql_call(const SqlCall& call) noexcept override {
     namespace trace_api = detail::trace_api;
@@ -191,6 +190,11 @@ class Observer : public idempotency::Observer {
                                              {"http.route", path}},
                                             start);
       scope_ = std::make_unique<trace_api::Scope>(span_);  // database spans become its children
+    }
+
+    // Only for a span that is recorded (with no SDK, or not sampled, nobody would see it).
+    bool wants_first_execution_age() const override {
+      return observer_->options_.first_execution_age && span_->IsRecording();
     }
 
     std::optional<std::string> trace_context() const override {
