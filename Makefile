@@ -2,7 +2,11 @@
 # The C++ client, its tests and the demo are built by CMakeLists.txt instead.
 
 MODULE_big = pg_idempotency
-OBJS = $(patsubst %.cpp,%.o,$(wildcard extension/*.cpp))
+# Sources by layer: extension/module.cpp (_PG_init) on top, then the request
+# path (request/), the keys table (keys/), the sweeper (sweeper/) and the
+# PostgreSQL boundary (pg/).
+EXTENSION_DIRS = extension extension/request extension/keys extension/sweeper extension/pg
+OBJS = $(patsubst %.cpp,%.o,$(foreach dir,$(EXTENSION_DIRS),$(wildcard $(dir)/*.cpp)))
 
 # The control file and scripts live in sql/, so install them as DATA
 # into share/extension ourselves rather than through EXTENSION.
@@ -19,6 +23,7 @@ ISOLATION_OPTS = --inputdir=test --outputdir=test/isolation_output
 # headers so warnings (and -Werror) apply to the project's own code only.
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server)
+PG_CPPFLAGS += $(addprefix -I,$(EXTENSION_DIRS))
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
 # Warnings are errors only when asked (`make WERROR=1`, as scripts/test does), so a
 # user's or a packager's build never fails on a newer compiler's new warning.

@@ -20,7 +20,7 @@ struct Statement {
   const char* name;
   const char* sql;
   int nparams;
-  Oid types[6];
+  Oid types[7];
   // The text sent as an unnamed statement (pooler mode), when it differs.
   const char* unnamed_sql = nullptr;
   const char* text(bool unnamed) const { return unnamed && unnamed_sql != nullptr ? unnamed_sql : sql; }
@@ -32,7 +32,16 @@ constexpr const char* kClaimColumns =
     "SELECT c.outcome::text, c.token, c.attempt, c.recovery_point, c.response_status, "
     "c.response_headers, c.response_body, c.expires_at, c.locked_until FROM ";
 
-enum StatementId { kClaim, kClaimJson, kFinish, kCheckpoint, kRelease, kLookup, kSweep, kFingerprint, kOnce, kCount };
+// 1.2: a claim that passes ClaimOptions::trace_context (and reads back claim_result.trace_context) uses
+// the *Traced statements; every other claim keeps the six-argument ones, which 1.0 and 1.1 serve too.
+constexpr const char* kClaimTracedColumns =
+    "SELECT c.outcome::text, c.token, c.attempt, c.recovery_point, c.response_status, "
+    "c.response_headers, c.response_body, c.expires_at, c.locked_until, c.trace_context FROM ";
+
+enum StatementId {
+  kClaim, kClaimJson, kFinish, kCheckpoint, kRelease, kLookup, kSweep, kFingerprint, kOnce,
+  kClaimTraced, kClaimJsonTraced, kCount
+};
 
 const std::string& claim_sql(bool json) {
   static const std::string plain = std::string(kClaimColumns) + "idempotency.claim($1, $2, $3, $4, $5, $6) AS c";
@@ -49,6 +58,15 @@ const std::string& claim_record_sql(bool json) {
   static const std::string plain = "SELECT idempotency.claim($1, $2, $3, $4, $5, $6)";
   static const std::string with_json = "SELECT idempotency.claim($1, $2, idempotency.fingerprint($3), $4, $5, $6)";
   return json ? with_json : plain;
+}
+
+const std::string& claim_traced_sql(bool json, bool record) {
+  static const std::string plain = std::string(kClaimTracedColumns) + "idempotency.claim($1, $2, $3, $4, $5, $6, $7) AS c";
+  static const std::string with_json = std::string(kClaimTracedColumns) +
+                                       "idempotency.claim($1, $2, idempotency.fingerprint($3), $4, $5, $6, $7) AS c";
+  static const std::string plain_record = "SELECT idempotency.claim($1, $2, $3, $4, $5, $6, $7)";
+  static const std::string json_record = "SELECT idempotency.claim($1, $2, idempotency.fingerprint($3), $4, $5, $6, $7)";
+  return record ? (json ? json_record : plain_record) : (json ? with_json : plain);
 }
 
 const Statement& statement(StatementId id) {
@@ -81,6 +99,16 @@ const Statement& statement(StatementId id) {
       {"idempotency_v1_sweep", "SELECT idempotency.sweep($1)", 1, {kInt4}},
       {"idempotency_v1_fingerprint", "SELECT idempotency.fingerprint($1)", 1, {kJsonb}},
       {"idempotency_v1_once", "SELECT idempotency.once($1, $2, $3, $4)", 4, {kText, kText, kInterval, kInterval}},
+      {"idempotency_v1_claim_traced",
+       claim_traced_sql(false, false).c_str(),
+       7,
+       {kText, kText, kBytea, kInterval, kInterval, kInterval, kText},
+       claim_traced_sql(false, true).c_str()},
+      {"idempotency_v1_claim_json_traced",
+       claim_traced_sql(true, false).c_str(),
+       7,
+       {kText, kText, kJsonb, kInterval, kInterval, kInterval, kText},
+       claim_traced_sql(true, true).c_str()},
   };
   return table[id];
 }
@@ -223,11 +251,12 @@ struct Field {
 
 // A composite value in binary format (record_send): int32 number of fields,
 // then per field its type OID, int32 length (-1 = NULL) and the bytes.
+// A later version may add fields at the end (claim_result, 1.2): at least `expected`.
 std::vector<Field> parse_record(const char* p, int len, int expected) {
   auto bad = [] { return Error("XX000", "idempotency: malformed composite result (extension version mismatch?)"); };
   if (len < 4) throw bad();
   const int n = static_cast<int>(get_be(p, 4));
-  if (n != expected) throw bad();
+  if (n < expected) throw bad();
   std::vector<Field> out(n);
   int at = 4;
   for (int i = 0; i < n; ++i) {
@@ -646,9 +675,10 @@ namespace {
 
 Params claim_params(std::string_view scope, std::string_view key, const ClaimOptions& opt,
                     const std::string_view* request_json) {
-  Params p(6);
+  Params p(opt.trace_context ? 7 : 6);
   p.text(0, scope);
   p.text(1, key);
+  if (opt.trace_context) p.text(6, *opt.trace_context);
   if (request_json != nullptr) {
     p.jsonb(2, *request_json);
   } else {
@@ -660,9 +690,10 @@ Params claim_params(std::string_view scope, std::string_view key, const ClaimOpt
   return p;
 }
 
-// claim's answer: nine columns (prepared) or one claim_result composite (unnamed).
-ClaimResult decode_claim(const PGresult* r) {
-  constexpr int kFields = 9;
+// claim's answer: nine columns (prepared) or one claim_result composite (unnamed);
+// ten with the traced statements (1.2: trace_context last).
+ClaimResult decode_claim(const PGresult* r, bool traced) {
+  const int kFields = traced ? 10 : 9;
   std::vector<Field> fields;
   Row row{r, 0};
   if (PQnfields(r) == 1) {
@@ -680,6 +711,7 @@ ClaimResult decode_claim(const PGresult* r) {
   if (!row.null(4)) out.response = Response{row.int4(4), row.bytes(6), row.jsonb(5)};
   out.expires_at = row.time(7);
   out.locked_until = row.time(8);
+  if (traced) out.trace_context = row.opt_bytes(9);
   return out;
 }
 
@@ -699,8 +731,10 @@ Params finish_params(std::string_view scope, std::string_view key, std::int64_t 
 ClaimResult Client::claim_impl(std::string_view scope, std::string_view key, const ClaimOptions& opt,
                                const std::string_view* request_json) {
   Params p = claim_params(scope, key, opt, request_json);
-  Result r = Detail::run(*this, request_json != nullptr ? kClaimJson : kClaim, p, "claim");
-  return decode_claim(r.get());
+  const bool traced = opt.trace_context.has_value();
+  const StatementId id = request_json != nullptr ? (traced ? kClaimJsonTraced : kClaimJson) : (traced ? kClaimTraced : kClaim);
+  Result r = Detail::run(*this, id, p, "claim");
+  return decode_claim(r.get(), traced);
 }
 
 bool Client::finish(std::string_view scope, std::string_view key, std::int64_t token, const Response& resp) {
@@ -792,7 +826,9 @@ ClaimResult Client::execute_impl(std::string_view scope, std::string_view key, c
   const bool own_tx = Detail::owns_transaction(*this, "execute()");
   const char* begin = own_tx ? "BEGIN" : "SAVEPOINT idempotency_execute";
   const char* end = own_tx ? "COMMIT" : "RELEASE SAVEPOINT idempotency_execute";
-  const StatementId claim_id = request_json != nullptr ? kClaimJson : kClaim;
+  const bool traced = options.trace_context.has_value();
+  const StatementId claim_id =
+      request_json != nullptr ? (traced ? kClaimJsonTraced : kClaimJson) : (traced ? kClaimTraced : kClaim);
   for (int attempt = 0;; ++attempt) {
     // Until the claim has answered, nothing but BEGIN/SAVEPOINT ran: undoing
     // them and starting over cannot run the handler twice.
@@ -807,11 +843,11 @@ ClaimResult Client::execute_impl(std::string_view scope, std::string_view key, c
 #endif
       if (pipeline) {
 #ifdef LIBPQ_HAS_PIPELINING
-        r = decode_claim(Detail::pipelined(*this, begin, claim_id, cp, nullptr, "claim").get());
+        r = decode_claim(Detail::pipelined(*this, begin, claim_id, cp, nullptr, "claim").get(), traced);
 #endif
       } else {
         Detail::exec_simple(*this, begin);
-        r = decode_claim(Detail::run(*this, claim_id, cp, "claim").get());
+        r = decode_claim(Detail::run(*this, claim_id, cp, "claim").get(), traced);
       }
       before_handler = false;
       if (r.outcome != Outcome::Claimed) {

@@ -1,4 +1,4 @@
--- pg_idempotency 1.1, portable edition: the API of the pg_idempotency extension
+-- pg_idempotency 1.2, portable edition: the API of the pg_idempotency extension
 -- (API.md) in plain SQL and PL/pgSQL, for servers where a C++ extension cannot
 -- be installed or preloaded (Amazon RDS/Aurora, Cloud SQL, Azure, Supabase,
 -- Neon, ...).
@@ -110,9 +110,12 @@ CREATE TABLE IF NOT EXISTS idempotency.keys (
     response_status  integer,
     response_headers jsonb,
     response_body    bytea,
+    trace_context    text,  -- 1.2: the claiming request's W3C traceparent
     PRIMARY KEY (scope, key)
 ) WITH (fillfactor = 80);  -- room for finish()'s HOT update on the same page
 COMMENT ON TABLE idempotency.keys IS 'Idempotency keys: one row per (scope, key), kept until expires_at';
+-- 1.2 over 1.1: the column, last (as the extension's update adds it).
+ALTER TABLE idempotency.keys ADD COLUMN IF NOT EXISTS trace_context text;
 -- sweep() walks expired rows in expires_at order; finish() changes no indexed column (HOT).
 CREATE INDEX IF NOT EXISTS keys_expires_at_idx ON idempotency.keys (expires_at);
 
@@ -128,18 +131,34 @@ BEGIN
         response_headers jsonb,
         response_body    bytea,
         expires_at       timestamptz,
-        locked_until     timestamptz
+        locked_until     timestamptz,
+        trace_context    text
     );
+  ELSIF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute AS a
+                     WHERE a.attrelid OPERATOR(pg_catalog.=) 'idempotency.claim_result'::pg_catalog.regclass
+                       AND a.attname OPERATOR(pg_catalog.=) 'trace_context' AND NOT a.attisdropped) THEN
+    ALTER TYPE idempotency.claim_result ADD ATTRIBUTE trace_context text;  -- 1.2 over 1.1
   END IF;
 END
 $types$;
+
+-- 1.2 over 1.1: claim() gains a seventh parameter, a new signature. The old
+-- claim steps aside here; once the new one is made, its grants are given to
+-- the new one and it goes (at the end of this file).
+DO $claim$
+BEGIN
+  IF pg_catalog.to_regprocedure('idempotency.claim(text, text, bytea, interval, interval, interval)') IS NOT NULL THEN
+    ALTER FUNCTION idempotency.claim(text, text, bytea, interval, interval, interval) RENAME TO claim_before_1_2;
+  END IF;
+END
+$claim$;
 
 -- The edition and version of what is installed; also how a second run knows
 -- that schema idempotency is ours.
 CREATE OR REPLACE FUNCTION idempotency._portable_version()
 RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
   SET search_path = pg_catalog, pg_temp
-AS $fn$ SELECT '1.1'::text $fn$;
+AS $fn$ SELECT '1.2'::text $fn$;
 
 -- ---------------------------------------------------------------- helpers
 -- Called only on bad input or to build a message; the hot paths test inline.
@@ -296,7 +315,7 @@ $fn$;
 -- ---------------------------------------------------------------- claim
 CREATE OR REPLACE FUNCTION idempotency.claim(
     scope text, key text, fingerprint bytea DEFAULT NULL, ttl interval DEFAULT NULL,
-    lease interval DEFAULT NULL, wait interval DEFAULT '0')
+    lease interval DEFAULT NULL, wait interval DEFAULT '0', trace_context text DEFAULT NULL)
 RETURNS idempotency.claim_result LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
   SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -305,6 +324,7 @@ DECLARE
   p_scope   text := claim.scope;
   p_key     text := claim.key;
   p_fp      bytea := claim.fingerprint;
+  p_trace   text := claim.trace_context;
   t_now     timestamptz := pg_catalog.now();
   v_ttl     interval := claim.ttl;
   v_lease   interval := claim.lease;
@@ -363,6 +383,18 @@ BEGIN
     RAISE EXCEPTION 'wait must not be negative for key "%" in scope "%"', p_key, p_scope
       USING ERRCODE = '22023', HINT = 'Pass ''0'' to answer at once, or how long to wait for a concurrent holder.';
   END IF;
+  -- 1.2: a W3C traceparent in the version-00 form, lower case; version ff and
+  -- all-zero ids are invalid (the extension's check, strict).
+  IF p_trace IS NOT NULL AND (
+       p_trace OPERATOR(pg_catalog.!~) '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'
+       OR pg_catalog.substr(p_trace, 1, 2) OPERATOR(pg_catalog.=) 'ff'
+       OR pg_catalog.substr(p_trace, 4, 32) OPERATOR(pg_catalog.=) '00000000000000000000000000000000'
+       OR pg_catalog.substr(p_trace, 37, 16) OPERATOR(pg_catalog.=) '0000000000000000') THEN
+    RAISE EXCEPTION 'trace_context for key "%" in scope "%" is not a W3C traceparent', p_key, p_scope
+      USING ERRCODE = '22023',
+            DETAIL = pg_catalog.format('The value is "%s" (%s bytes).', idempotency._clip(p_trace), pg_catalog.octet_length(p_trace)),
+            HINT = 'Pass the request''s traceparent header, for example 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01, or NULL.';
+  END IF;
   -- The wait runs on the wall clock from here (now() is the transaction's start).
   IF v_wait OPERATOR(pg_catalog.>) interval '0' THEN
     wait_until := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) least(v_wait, interval '100 years');
@@ -383,9 +415,10 @@ BEGIN
   -- extension reads (not created_at, completed_at), so column privileges on
   -- those suffice, as for the extension.
   SELECT k.fingerprint, k.state, k.token, k.attempt, k.recovery_point
-         , k.expires_at, k.locked_until, k.response_status, k.response_headers, k.response_body
+         , k.expires_at, k.locked_until, k.response_status, k.response_headers, k.response_body, k.trace_context
     INTO seen.fingerprint, seen.state, seen.token, seen.attempt, seen.recovery_point
          , seen.expires_at, seen.locked_until, seen.response_status, seen.response_headers, seen.response_body
+         , seen.trace_context
     FROM idempotency.keys AS k
    WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key;
   found_row := FOUND;
@@ -406,12 +439,14 @@ BEGIN
         res.response_headers := r.response_headers;
         res.response_body := r.response_body;
         res.expires_at := r.expires_at;
+        res.trace_context := r.trace_context;  -- the link to the request that did the work
         RETURN res;
       ELSIF r.locked_until OPERATOR(pg_catalog.>) t_now THEN
         res.outcome := 'in_progress';
         res.attempt := r.attempt;
         res.expires_at := r.expires_at;
         res.locked_until := r.locked_until;
+        res.trace_context := r.trace_context;  -- the holder's request
         RETURN res;
       END IF;
     END IF;
@@ -459,9 +494,9 @@ BEGIN
       -- A new key: one plain INSERT; DO NOTHING answers a conflict without a row lock.
       INSERT INTO idempotency.keys AS k (scope, key, fingerprint, state, token, attempt, recovery_point,
                                          locked_until, created_at, completed_at, expires_at,
-                                         response_status, response_headers, response_body)
+                                         response_status, response_headers, response_body, trace_context)
       VALUES (p_scope, p_key, p_fp, 'in_progress'::idempotency.state, v_token, 1, NULL,
-              v_locked, t_now, NULL, v_expires, NULL, NULL, NULL)
+              v_locked, t_now, NULL, v_expires, NULL, NULL, NULL, p_trace)
       ON CONFLICT (scope, key) DO NOTHING
       RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until
            INTO r.attempt, r.recovery_point, r.expires_at, r.locked_until;
@@ -495,7 +530,8 @@ BEGIN
                created_at = CASE WHEN k.expires_at OPERATOR(pg_catalog.<=) t_now THEN t_now ELSE k.created_at END,
                completed_at = NULL,
                expires_at = CASE WHEN k.expires_at OPERATOR(pg_catalog.<=) t_now THEN v_expires ELSE k.expires_at END,
-               response_status = NULL, response_headers = NULL, response_body = NULL
+               response_status = NULL, response_headers = NULL, response_body = NULL,
+               trace_context = p_trace  -- a takeover is a new claim: the new claimer's context
          WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key
            AND (k.expires_at OPERATOR(pg_catalog.<=) t_now
                 OR (k.state OPERATOR(pg_catalog.=) 'in_progress'::idempotency.state
@@ -518,13 +554,14 @@ BEGIN
       res.recovery_point := r.recovery_point;
       res.expires_at := r.expires_at;
       res.locked_until := r.locked_until;
+      res.trace_context := p_trace;
       RETURN res;
     END IF;
     -- The row is not what the first look saw (committed or swept since).
     SELECT k.fingerprint, k.state, k.token, k.attempt, k.recovery_point
-           , k.expires_at, k.locked_until, k.response_status, k.response_headers, k.response_body
+           , k.expires_at, k.locked_until, k.response_status, k.response_headers, k.response_body, k.trace_context
       INTO r.fingerprint, r.state, r.token, r.attempt, r.recovery_point
-           , r.expires_at, r.locked_until, r.response_status, r.response_headers, r.response_body
+           , r.expires_at, r.locked_until, r.response_status, r.response_headers, r.response_body, r.trace_context
       FROM idempotency.keys AS k
      WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key;
     found_row := FOUND;
@@ -536,6 +573,7 @@ BEGIN
     res.attempt := r.attempt;
     res.expires_at := r.expires_at;
     res.locked_until := r.locked_until;
+    res.trace_context := r.trace_context;
   END IF;
   RETURN res;
 END
@@ -1042,7 +1080,7 @@ COMMENT ON VIEW idempotency.stats IS 'pg_idempotency counters: NULL in the porta
 -- helpers (_*) stay executable by PUBLIC: they read nothing and only build
 -- values and messages. Grants given to roles survive a re-run.
 REVOKE ALL ON FUNCTION
-    idempotency.claim(text, text, bytea, interval, interval, interval),
+    idempotency.claim(text, text, bytea, interval, interval, interval, text),
     idempotency.finish(text, text, bigint, integer, bytea, jsonb),
     idempotency.checkpoint(text, text, bigint, text, interval),
     idempotency.release(text, text, bigint),
@@ -1052,6 +1090,30 @@ REVOKE ALL ON FUNCTION
     idempotency.once(text, text, interval, interval),
     idempotency._stats()
 FROM PUBLIC;
+
+-- 1.2 over 1.1: the old claim's grants on the new claim, then the old one goes.
+DO $claim$
+DECLARE
+  entry record;
+BEGIN
+  IF pg_catalog.to_regprocedure('idempotency.claim_before_1_2(text, text, bytea, interval, interval, interval)') IS NULL THEN
+    RETURN;
+  END IF;
+  FOR entry IN
+    SELECT x.grantee, x.is_grantable
+      FROM pg_catalog.pg_proc AS p, pg_catalog.aclexplode(p.proacl) AS x
+     WHERE p.oid OPERATOR(pg_catalog.=) 'idempotency.claim_before_1_2(text, text, bytea, interval, interval, interval)'::pg_catalog.regprocedure
+       AND x.grantee OPERATOR(pg_catalog.<>) p.proowner
+  LOOP
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION idempotency.claim(text, text, bytea, interval, interval, interval, text) TO %s%s',
+      CASE WHEN entry.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+           ELSE pg_catalog.quote_ident((SELECT r.rolname FROM pg_catalog.pg_roles AS r
+                                        WHERE r.oid OPERATOR(pg_catalog.=) entry.grantee)::text) END,
+      CASE WHEN entry.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+  END LOOP;
+  DROP FUNCTION idempotency.claim_before_1_2(text, text, bytea, interval, interval, interval);
+END
+$claim$;
 
 \if :{?idempotency_portable_in_transaction}
 \else

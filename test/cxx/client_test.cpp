@@ -171,6 +171,39 @@ TEST(Claim, CompletedKeyReplaysStoredResponse) {
   EXPECT_TRUE(again.expires_at.has_value());
 }
 
+// 1.2: the claiming request's traceparent is stored; replay and in_progress
+// return it (the link to the request that did the work); without the option
+// the claim is the six-argument one and returns none.
+TEST(Claim, TraceContextIsStoredAndReplayedAsTheLink) {
+  Client c(conninfo(), test_options());
+  const auto s = unique_scope();
+  const std::string first = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  const std::string second = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+  ClaimOptions with_first;
+  with_first.trace_context = first;
+  ClaimResult r = c.claim(s, "k", with_first);
+  ASSERT_TRUE(r.claimed());
+  EXPECT_EQ(r.trace_context, first);
+  ClaimOptions with_second;
+  with_second.trace_context = second;
+  ClaimResult busy = c.claim(s, "k", with_second);
+  EXPECT_EQ(busy.outcome, Outcome::InProgress);
+  EXPECT_EQ(busy.trace_context, first);
+  ASSERT_TRUE(c.finish(s, "k", *r.token, {200, "ok", ""}));
+  ClaimResult again = c.claim(s, "k", with_second);
+  EXPECT_EQ(again.outcome, Outcome::Replay);
+  EXPECT_EQ(again.trace_context, first);
+  EXPECT_FALSE(c.claim(s, "k").trace_context.has_value());  // not asked for
+  ClaimOptions bad;
+  bad.trace_context = "not-a-traceparent";
+  EXPECT_SQLSTATE(c.claim(s, "other", bad), "22023");
+  // execute() passes it too
+  ClaimResult executed = c.execute(s, "exec", with_second, [](PGconn*) { return Response{201, "x", ""}; });
+  EXPECT_TRUE(executed.claimed());
+  EXPECT_EQ(executed.trace_context, second);
+  EXPECT_EQ(c.execute(s, "exec", with_first, [](PGconn*) { return Response{500, "", ""}; }).trace_context, second);
+}
+
 TEST(Claim, NullHeadersAndEmptyBodyRoundTrip) {
   Client c(conninfo(), test_options());
   const auto s = unique_scope();

@@ -71,6 +71,33 @@ check "the app role works after the second run (grants kept, RLS applies)" "clai
   "$(sql $DB -c "SET ROLE pgi_install_app" -c "SELECT outcome FROM idempotency.claim('app1', 'k')")|$(sql $DB -c "SET ROLE pgi_install_app" -c "SELECT count(*) FROM idempotency.keys WHERE scope = 'rerun'")"
 sql $DB -c "DROP OWNED BY pgi_install_app" -c "DROP ROLE pgi_install_app" >/dev/null
 
+# 1.1 -> 1.2 in place: the 1.1 file (kept in test/portable/old/), keys and an
+# application role's grants, then this file. Every key is kept; claim() gains
+# trace_context and keeps its grants (it is re-created with a new signature).
+fresh_db portable_from_11
+"$PG_BIN/psql" -X -q -U "$OWNER" -d portable_from_11 -f test/portable/old/pg_idempotency_portable-1.1.sql >/dev/null 2>&1
+sql postgres -c "SET client_min_messages = warning" -c "DROP ROLE IF EXISTS pgi_install_app11" -c "CREATE ROLE pgi_install_app11" >/dev/null
+sql portable_from_11 <<SQL >/dev/null
+GRANT USAGE ON SCHEMA idempotency TO pgi_install_app11;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA idempotency TO pgi_install_app11;
+GRANT SELECT, INSERT, UPDATE, DELETE ON idempotency.keys TO pgi_install_app11;
+SQL
+make_keys portable_from_11 up
+before=$(keys_digest portable_from_11)
+check "1.1 installed from the kept 1.1 file" "1.1" "$(sql portable_from_11 -c "SELECT idempotency._portable_version()")"
+out=$(install_portable portable_from_11 2>&1); rc=$?
+check "the 1.2 file upgrades 1.1 in place" "0:|1.2" "$rc:$out|$(sql portable_from_11 -c "SELECT idempotency._portable_version()")"
+check "the upgrade keeps every key" "$before" "$(keys_digest portable_from_11)"
+tp=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+check "after the upgrade: one claim(), with trace_context, granted to the app role as before" \
+  "1|claimed $tp|replay $tp|replay -" \
+  "$(sql portable_from_11 -c "SELECT count(*) FROM pg_proc WHERE pronamespace = 'idempotency'::regnamespace AND proname LIKE 'claim%'")|$(sql portable_from_11 -c "SET ROLE pgi_install_app11" -c "SELECT outcome || ' ' || trace_context FROM idempotency.claim('up', 'new', trace_context => '$tp')")|$(sql portable_from_11 -c "SET ROLE pgi_install_app11" -c "SELECT idempotency.finish('up', 'new', (SELECT token FROM idempotency.keys WHERE scope = 'up' AND key = 'new'), 200)" >/dev/null; sql portable_from_11 -c "SET ROLE pgi_install_app11" -c "SELECT outcome || ' ' || trace_context FROM idempotency.claim('up', 'new')")|$(sql portable_from_11 -c "SELECT outcome || ' ' || coalesce(trace_context, '-') FROM idempotency.claim('up', 'done', idempotency.fingerprint('{\"b\":2}'))")"
+check "the upgrade keeps the grants: the same ACL on claim as before, for the new signature" "t" \
+  "$(sql portable_from_11 -c "SELECT has_function_privilege('pgi_install_app11', 'idempotency.claim(text, text, bytea, interval, interval, interval, text)', 'EXECUTE')")"
+out=$(install_portable portable_from_11 2>&1); rc=$?
+check "running the 1.2 file again changes nothing" "0:|$(keys_digest portable_from_11)" "$rc:$out|$(keys_digest portable_from_11)"
+drop_db portable_from_11; sql postgres -c "DROP ROLE IF EXISTS pgi_install_app11" >/dev/null
+
 # Beside the extension: a clear error and nothing changed (as superuser too).
 fresh_db portable_beside_ext
 sql portable_beside_ext -c "CREATE EXTENSION pg_idempotency" >/dev/null

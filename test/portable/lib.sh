@@ -57,6 +57,12 @@ SELECT idempotency.once('$2', 'consumed');
 INSERT INTO idempotency.keys (scope, key, state, token, attempt, created_at, completed_at, expires_at)
 VALUES ('$2', 'consumed', 'completed', 77, 1, now(), now(), now() + interval '1 day');
 \endif
+SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'idempotency.keys'::regclass AND attname = 'trace_context') AS traced \gset
+\if :traced
+-- (1.2) a completed key that links to the trace of the request that did the work
+SELECT token AS t FROM idempotency.claim('$2', 'traced', trace_context => '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01') \gset
+SELECT idempotency.finish('$2', 'traced', :t, 200);
+\endif
 BEGIN;
 SELECT token AS t FROM idempotency.claim('$2', 'expired', NULL, ttl => '1 millisecond') \gset
 SELECT idempotency.finish('$2', 'expired', :t, 200, 'old');
@@ -67,8 +73,9 @@ SQL
 # keys_digest DB [WHERE]: every column of every row, as text, in key order
 keys_digest() {
   sql "$1" -c "SELECT md5(string_agg(concat_ws('|', scope, key, fingerprint, state::text, token, attempt, recovery_point,
-                 locked_until, created_at, completed_at, expires_at, response_status, response_headers, response_body),
-                 E'\n' ORDER BY scope, key)) FROM idempotency.keys ${2:-}"
+                 locked_until, created_at, completed_at, expires_at, response_status, response_headers, response_body,
+                 to_jsonb(k) ->> 'trace_context'),
+                 E'\n' ORDER BY scope, key)) FROM idempotency.keys AS k ${2:-}"
 }
 
 # behaviour DB SCOPE: what a client sees of make_keys' keys (then undone)

@@ -22,8 +22,8 @@ SQL
 access() {  # who may do what, and the policy, as a string
   sql $DB -c "SELECT has_schema_privilege('pgi_move_app', 'idempotency', 'USAGE')
                  || ' ' || has_table_privilege('pgi_move_app', 'idempotency.keys', 'SELECT,INSERT,UPDATE,DELETE')
-                 || ' ' || has_function_privilege('pgi_move_app', 'idempotency.claim(text,text,bytea,interval,interval,interval)', 'EXECUTE')
-                 || ' ' || has_function_privilege('public', 'idempotency.claim(text,text,bytea,interval,interval,interval)', 'EXECUTE')
+                 || ' ' || has_function_privilege('pgi_move_app', 'idempotency.claim(text,text,bytea,interval,interval,interval,text)', 'EXECUTE')
+                 || ' ' || has_function_privilege('public', 'idempotency.claim(text,text,bytea,interval,interval,interval,text)', 'EXECUTE')
                  || ' ' || (SELECT relrowsecurity FROM pg_class WHERE oid = 'idempotency.keys'::regclass)
                  || ' ' || (SELECT string_agg(policyname || ':' || cmd || ':' || qual || ':' || with_check, ',') FROM pg_policies WHERE tablename = 'keys')"
 }

@@ -21,7 +21,7 @@ SELECT * FROM idempotency.keys;
 RESET ROLE;
 -- EXECUTE alone is not enough: the table privileges are checked as for any query
 GRANT USAGE ON SCHEMA idempotency TO idem_nobody;
-GRANT EXECUTE ON FUNCTION idempotency.claim(text, text, bytea, interval, interval, interval) TO idem_nobody;
+GRANT EXECUTE ON FUNCTION idempotency.claim(text, text, bytea, interval, interval, interval, text) TO idem_nobody;
 SET ROLE idem_nobody;
 SELECT idempotency.claim('p', 'k');
 RESET ROLE;

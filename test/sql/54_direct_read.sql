@@ -91,7 +91,7 @@ SELECT pgi54_lookup('a');
 RESET ROLE;
 -- Column privileges on every column the first look reads suffice, as for SQL.
 GRANT SELECT (scope, key, fingerprint, state, token, attempt, recovery_point, expires_at, locked_until,
-              response_status, response_headers, response_body) ON idempotency.keys TO pgi54_app;
+              response_status, response_headers, response_body, trace_context) ON idempotency.keys TO pgi54_app;
 SET ROLE pgi54_app;
 SELECT pgi54_replay('a');
 RESET ROLE;

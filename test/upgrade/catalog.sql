@@ -2,7 +2,7 @@
 -- OID), one line per object or property, in a stable order. The upgrade test
 -- runs it in a database updated from 1.0 and in a fresh install and diffs the
 -- two outputs. It lists what is there rather than what is expected, so it
--- keeps comparing whatever later changes add to 1.1.
+-- keeps comparing whatever later versions add.
 \pset footer off
 \pset tuples_only on
 \pset format unaligned
@@ -103,3 +103,16 @@ WHERE (ip.classoid, ip.objoid) IN (
         WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e' AND e.extname = 'pg_idempotency')
    OR (ip.classoid = 'pg_catalog.pg_namespace'::regclass AND ip.objoid = 'idempotency'::regnamespace)
 ORDER BY 2, ip.objsubid;
+
+-- 1.2: which roles each object depends on (owner 'o', ACL 'a', initial
+-- privileges 'i' from PostgreSQL 17), by name: an update that replays grants
+-- must leave the same dependencies as a fresh install granted the same way
+SELECT 'shdepend', pg_catalog.pg_describe_object(sd.classid, sd.objid, sd.objsubid), sd.deptype,
+       CASE WHEN sd.refobjid = 10 THEN '<bootstrap superuser>' ELSE sd.refobjid::regrole::text END
+FROM pg_catalog.pg_shdepend sd
+WHERE sd.dbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+  AND ((sd.classid, sd.objid) IN (
+        SELECT d.classid, d.objid FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+        WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e' AND e.extname = 'pg_idempotency')
+       OR (sd.classid = 'pg_catalog.pg_namespace'::regclass AND sd.objid = 'idempotency'::regnamespace))
+ORDER BY 2, 3, 4;

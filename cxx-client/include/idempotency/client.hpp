@@ -48,6 +48,10 @@ struct Response {
 struct ClaimOptions {
   std::optional<std::string> fingerprint;                     // raw digest bytes (at most 64)
   std::optional<std::chrono::milliseconds> ttl, lease, wait;  // unset: the server's defaults, wait 0
+  // Added members.
+  // 1.2: the request's W3C traceparent, stored with the key when it is claimed
+  // (needs the extension at 1.2; unset: the claim works with 1.0 and 1.1 too).
+  std::optional<std::string> trace_context = std::nullopt;
 };
 
 struct ClaimResult {
@@ -59,6 +63,10 @@ struct ClaimResult {
   // Added members.
   std::optional<TimePoint> expires_at;
   std::optional<TimePoint> locked_until;  // lease end (Claimed / InProgress when known)
+  // 1.2, when the claim passed ClaimOptions::trace_context: the traceparent of
+  // the request that claimed the key (Replay, InProgress: the link to it;
+  // Claimed: the one just stored; Mismatch: none).
+  std::optional<std::string> trace_context;
 
   bool claimed() const noexcept { return outcome == Outcome::Claimed; }
   bool replayed() const noexcept { return outcome == Outcome::Replay; }

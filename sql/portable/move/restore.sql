@@ -3,9 +3,10 @@
 -- with its token, attempt, recovery point, lease and response; grants; row-level
 -- security and policies), then drops schema idempotency_move.
 INSERT INTO idempotency.keys (scope, key, fingerprint, state, token, attempt, recovery_point, locked_until,
-                              created_at, completed_at, expires_at, response_status, response_headers, response_body)
+                              created_at, completed_at, expires_at, response_status, response_headers, response_body,
+                              trace_context)
   SELECT scope, key, fingerprint, state::idempotency.state, token, attempt, recovery_point, locked_until,
-         created_at, completed_at, expires_at, response_status, response_headers, response_body
+         created_at, completed_at, expires_at, response_status, response_headers, response_body, trace_context
     FROM idempotency_move.keys;
 DO $restore$
 DECLARE

@@ -5,8 +5,10 @@
 CREATE SCHEMA idempotency_move;
 CREATE TABLE idempotency_move.keys AS
   SELECT scope, key, fingerprint, state::text AS state, token, attempt, recovery_point, locked_until,
-         created_at, completed_at, expires_at, response_status, response_headers, response_body
-    FROM idempotency.keys;
+         created_at, completed_at, expires_at, response_status, response_headers, response_body,
+         -- 1.2's column, read so that an edition still at 1.1 (no such column) moves too
+         pg_catalog.to_jsonb(k) OPERATOR(pg_catalog.->>) 'trace_context' AS trace_context
+    FROM idempotency.keys AS k;
 -- Grants on the schema, the table, the view and the API functions (by name and arguments).
 CREATE TABLE idempotency_move.grants AS
   SELECT 'SCHEMA' AS kind, 'idempotency' AS object, a.grantee, a.privilege_type

@@ -86,6 +86,10 @@ bool Read(const args::KeyRef& key, store::KeyRow* row) {
       result.response_status = isnull ? 0 : DatumGetInt32(d);
       result.response_headers = CopyOf(slot, kResponseHeaders, &isnull);
       result.response_body = CopyOf(slot, kResponseBody, &isnull);
+      if (keys_table::Has(keys_table::kTraceContext)) {  // a database at 1.2
+        d = CopyOf(slot, kTraceContext, &isnull);
+        result.trace_context = isnull ? nullptr : DatumGetTextPP(d);
+      }
     }
     Close(opened, slot);
     *row = result;

@@ -23,9 +23,12 @@ struct Fields {
   TimestampTz expires_at;
   bool has_locked_until;
   TimestampTz locked_until;
+  text* trace_context;  // 1.2; nullptr = NULL
 };
 
-// Forms the composite in `into` (the caller's memory, outliving SPI).
+// Forms the composite in `into` (the caller's memory, outliving SPI). The
+// result type has 9 attributes in a database at 1.0 or 1.1 (served by this
+// library during a rolling upgrade) and 10 from 1.2 (trace_context).
 Datum Build(FunctionCallInfo fcinfo, const Fields& fields, MemoryContext into);
 
 }  // namespace pgi::claim_result

@@ -88,6 +88,44 @@ bytea* OptionalFingerprint(FunctionCallInfo fcinfo, int argno, const KeyRef& key
   return fingerprint;
 }
 
+namespace {
+
+bool LowerHex(const char* s, int n, bool* all_zero) {
+  *all_zero = true;
+  for (int i = 0; i < n; i++) {
+    const char c = s[i];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    if (c != '0') *all_zero = false;
+  }
+  return true;
+}
+
+// version "-" trace-id "-" parent-id "-" flags, as W3C Trace Context level 1
+// defines version 00 (a later version's extra fields are refused: strict).
+bool IsTraceparent(const char* s, int bytes) {
+  if (bytes != kTraceparentBytes || s[2] != '-' || s[35] != '-' || s[52] != '-') return false;
+  bool zero = false;
+  if (!LowerHex(s, 2, &zero) || (s[0] == 'f' && s[1] == 'f')) return false;
+  if (!LowerHex(s + 3, 32, &zero) || zero) return false;
+  if (!LowerHex(s + 36, 16, &zero) || zero) return false;
+  return LowerHex(s + 53, 2, &zero);
+}
+
+}  // namespace
+
+text* OptionalTraceContext(FunctionCallInfo fcinfo, int argno, const KeyRef& key) {
+  if (PG_NARGS() <= argno || PG_ARGISNULL(argno)) return nullptr;
+  auto* trace = reinterpret_cast<text*>(Detoast(fcinfo, argno));
+  const int bytes = VARSIZE_ANY_EXHDR(trace);
+  if (!IsTraceparent(VARDATA_ANY(trace), bytes))
+    throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
+                "trace_context for " + Describe(key) + " is not a W3C traceparent",
+                "The value is \"" + Clip(trace, kQuotedBytes) + "\" (" + std::to_string(bytes) + " bytes).",
+                "Pass the request's traceparent header, for example "
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01, or NULL.");
+  return trace;
+}
+
 void RequireNotNull(FunctionCallInfo fcinfo, int argno, const char* name, const KeyRef* key) {
   if (PG_NARGS() > argno && !PG_ARGISNULL(argno)) return;
   throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED,

@@ -25,6 +25,7 @@ namespace {
 struct ColumnSpec {
   const char* name;
   Oid type;  // InvalidOid: the state enum
+  bool optional = false;  // added by a later version: a database not yet updated lacks it
 };
 
 // The columns read, by name and type: a column dropped, re-added or retyped
@@ -44,6 +45,7 @@ const ColumnSpec kSpecs[kColumns] = {
     {"response_status", INT4OID},
     {"response_headers", JSONBOID},
     {"response_body", BYTEAOID},
+    {"trace_context", TEXTOID, true},
 };
 
 // What is known of idempotency.keys in this backend. Filled while the table
@@ -103,14 +105,16 @@ void Fill(Relation rel) {
   if (!OidIsValid(get_extension_oid("citus", true))) {
     const TupleDesc desc = RelationGetDescr(rel);
     bool complete = true;
+    int known = 0;
     for (int c = 0; c < kColumns && complete; c++) {
-      complete = false;
+      complete = kSpecs[c].optional;
       for (int i = 0; i < desc->natts; i++) {
         const Form_pg_attribute attribute = TupleDescAttr(desc, i);
         if (attribute->attisdropped || strcmp(NameStr(attribute->attname), kSpecs[c].name) != 0) continue;
         complete = kSpecs[c].type != InvalidOid ? attribute->atttypid == kSpecs[c].type
                                                 : get_typtype(attribute->atttypid) == TYPTYPE_ENUM;
         cache.column[c] = attribute->attnum;
+        known++;
         break;
       }
     }
@@ -121,7 +125,7 @@ void Fill(Relation rel) {
       cache.usable = OidIsValid(cache.completed) && OidIsValid(cache.in_progress);
       int live = 0;
       for (int i = 0; i < desc->natts; i++) live += TupleDescAttr(desc, i)->attisdropped ? 0 : 1;
-      cache.only_ours = live == kColumns;
+      cache.only_ours = live == known;
     }
   }
   // An invalidation taken in while filling (catalog reads accept them) may
@@ -195,6 +199,8 @@ void Close(const Opened& opened) {
 }
 
 AttrNumber Attnum(Column column) { return cache.column[column]; }
+
+bool Has(Column column) { return cache.column[column] != 0; }
 
 Oid StateLabel(bool completed) { return completed ? cache.completed : cache.in_progress; }
 

@@ -79,6 +79,10 @@ bool InsertAbsent(const args::KeyRef& key, const store::NewClaim& claim, bool co
     Set(row, keys_table::kCompletedAt, TimestampTzGetDatum(claim.now), !completed);
     Set(row, keys_table::kCreatedAt, TimestampTzGetDatum(claim.now));
     Set(row, keys_table::kExpiresAt, TimestampTzGetDatum(claim.expires_at));
+    // 1.2: the claiming request's traceparent (NULL for once(), and where
+    // the database is not at 1.2 yet and has no such column)
+    if (keys_table::Has(keys_table::kTraceContext))
+      Set(row, keys_table::kTraceContext, PointerGetDatum(claim.trace_context), claim.trace_context == nullptr);
     ExecStoreVirtualTuple(row);
     // NOT NULL and CHECK constraints, heap_insert, every index (the primary
     // key's unique check included), as logical replication's apply does.

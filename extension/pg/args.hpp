@@ -23,6 +23,12 @@ KeyRef Key(FunctionCallInfo fcinfo);
 // A bytea argument that may be NULL; longer than 64 bytes -> 22023.
 bytea* OptionalFingerprint(FunctionCallInfo fcinfo, int argno, const KeyRef& key);
 
+// 1.2: an optional W3C traceparent, "00-<32 hex>-<16 hex>-<2 hex>" in lower
+// case (version ff and all-zero ids are invalid). Absent (a database at 1.0
+// or 1.1 passes fewer arguments) or NULL -> nullptr; any other form -> 22023.
+constexpr int kTraceparentBytes = 55;
+text* OptionalTraceContext(FunctionCallInfo fcinfo, int argno, const KeyRef& key);
+
 // A required argument: NULL -> 22004.
 void RequireNotNull(FunctionCallInfo fcinfo, int argno, const char* name, const KeyRef* key);
 

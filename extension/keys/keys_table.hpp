@@ -48,6 +48,7 @@ enum Column : int {
   kResponseStatus,
   kResponseHeaders,
   kResponseBody,
+  kTraceContext,  // 1.2; absent in a database still at 1.0 or 1.1 (Has() is false)
   kColumns
 };
 
@@ -70,6 +71,7 @@ void Close(const Opened& opened);
 
 // Valid after a successful Open().
 AttrNumber Attnum(Column column);
+bool Has(Column column);  // false only for an optional column the table lacks
 Oid StateLabel(bool completed);  // pg_enum OID of 'completed' or 'in_progress'
 
 }  // namespace pgi::keys_table

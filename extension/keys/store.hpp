@@ -30,6 +30,7 @@ struct KeyRow {
   int32 response_status;
   Datum response_headers;  // jsonb; 0 = NULL
   Datum response_body;     // bytea; 0 = NULL
+  text* trace_context;     // nullptr = NULL, or not read (a database at 1.0/1.1, or not asked for)
 };
 
 // What a successful claim wrote.
@@ -48,6 +49,10 @@ struct NewClaim {
   TimestampTz now;
   TimestampTz expires_at;    // used when the row is new or expired
   TimestampTz locked_until;  // the lease's end
+  // 1.2: the claiming request's W3C traceparent (may be nullptr), stored when
+  // `traced`, i.e. when the database is at 1.2 and has the column.
+  bool traced;
+  text* trace_context;
 };
 
 struct Response {
@@ -69,14 +74,15 @@ struct Link {
 };
 
 // The key's row whatever its state or expiry, as committed now; found =
-// false when none is visible.
-KeyRow Read(const args::KeyRef& key);
+// false when none is visible. traced: read trace_context too (the table must
+// have it: a database at 1.2).
+KeyRow Read(const args::KeyRef& key, bool traced = false);
 
 // claim's and once()'s first look: the key's row under the calling
 // statement's snapshot (no new snapshot), by a direct primary-key probe where
 // that is safe (direct_read.hpp), else by the SPI statement (connected through
 // spi).
-KeyRow FirstLook(const args::KeyRef& key, Link& spi);
+KeyRow FirstLook(const args::KeyRef& key, Link& spi, bool traced = false);
 
 // What an insert of `claim` as a new key (attempt 1) wrote.
 ClaimedRow Inserted(const NewClaim& claim);

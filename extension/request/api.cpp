@@ -79,6 +79,7 @@ claim_result::Fields ReplayOf(const store::KeyRow& row) {
   fields.response_body = row.response_body;
   fields.has_expires_at = true;
   fields.expires_at = row.expires_at;
+  fields.trace_context = row.trace_context;  // the link to the request that did the work
   return fields;
 }
 
@@ -92,6 +93,7 @@ claim_result::Fields InProgressOf(const store::KeyRow& row, TimestampTz now) {
   fields.expires_at = row.expires_at;
   fields.has_locked_until = row.has_locked_until;
   fields.locked_until = row.locked_until;
+  fields.trace_context = row.trace_context;  // the holder's request
   return fields;
 }
 
@@ -133,9 +135,11 @@ void Count(Outcome outcome, int32 attempt) {
 // expired row is the one writer that does not take the key lock.
 // wait_until: when the caller's wait ends (0: no wait). The key-lock wait
 // and the row waits share that one budget.
+// traced: the database is at 1.2 (claim has its trace_context argument, the
+// table its column); trace_context is then stored on every claim.
 claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, TimestampTz now, TimestampTz expires_at,
                                  TimestampTz locked_until, const store::KeyRow& seen, TimestampTz wait_until,
-                                 store::Link& spi) {
+                                 bool traced, text* trace_context, store::Link& spi) {
   store::KeyRow row = seen;
   // The first look saw no row, under the statement's snapshot. A holder may
   // have committed one since (and ended, or we would not hold the key lock):
@@ -150,7 +154,7 @@ claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, Ti
         break;
       case direct_read::Presence::Present: {
         spi.Need();
-        row = store::Read(key);
+        row = store::Read(key, traced);
         const auto verdict = decide::Judge(AsDecideRow(row, fingerprint), now);
         if (verdict != decide::Verdict::Acquire) return Answer(verdict, row, now);
         break;
@@ -162,7 +166,7 @@ claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, Ti
   for (int attempt = 0; attempt < kClaimAttempts; attempt++) {
     const int64 left_us = wait_until == 0 ? 0 : std::max<int64>(0, wait_until - GetCurrentTimestamp());
     const int row_wait_ms = static_cast<int>(std::min<int64>(left_us / 1000, INT_MAX));
-    const store::NewClaim claim{fingerprint, token::New(), now, expires_at, locked_until};
+    const store::NewClaim claim{fingerprint, token::New(), now, expires_at, locked_until, traced, trace_context};
     if (!absent) spi.Need();
     const store::ClaimedRow claimed = row.found ? store::TakeOver(key, claim, row_wait_ms)
                                       : absent  ? InsertAbsent(key, claim, spi)
@@ -180,12 +184,13 @@ claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, Ti
       fields.expires_at = claimed.expires_at;
       fields.has_locked_until = true;
       fields.locked_until = claimed.locked_until;
+      fields.trace_context = trace_context;
       return fields;
     }
     // The row is not what the first look saw (committed or swept since):
     // look again and answer for it, or go again.
     spi.Need();
-    row = store::Read(key);
+    row = store::Read(key, traced);
     const auto verdict = decide::Judge(AsDecideRow(row, fingerprint), now);
     if (verdict != decide::Verdict::Acquire) return Answer(verdict, row, now);
   }
@@ -199,6 +204,10 @@ Datum Claim(FunctionCallInfo fcinfo) {
       args::PositiveInterval(fcinfo, 3, "ttl", int64{settings::DefaultTtlSeconds()} * USECS_PER_SEC, &key);
   const Interval lease = args::PositiveInterval(fcinfo, 4, "lease", int64{settings::DefaultLeaseMs()} * 1000, &key);
   const int64 wait_us = args::NonNegativeIntervalUs(fcinfo, 5, "wait", key);
+  // 1.2's seventh argument; a database still at 1.0 or 1.1 (rolling upgrade)
+  // calls with six and has no trace_context column.
+  const bool traced = PG_NARGS() > 6;
+  text* trace_context = args::OptionalTraceContext(fcinfo, 6, key);
   // The wait is measured on the wall clock from here (now() is the
   // transaction's start); wait_us is saturated well below overflow.
   const TimestampTz wait_until = wait_us > 0 ? GetCurrentTimestamp() + wait_us : 0;
@@ -211,7 +220,7 @@ Datum Claim(FunctionCallInfo fcinfo) {
   // a row lock, an xid or WAL; where it is safe, without SPI at all (a direct
   // primary-key probe, direct_read.hpp). SPI is connected only when needed.
   store::Link spi;
-  const store::KeyRow seen = store::FirstLook(key, spi);
+  const store::KeyRow seen = store::FirstLook(key, spi, traced);
   const auto verdict = decide::Judge(AsDecideRow(seen, fingerprint), now);
   claim_result::Fields fields;
   // Only a claim that must write refuses on a hot standby, before the key lock.
@@ -221,7 +230,7 @@ Datum Claim(FunctionCallInfo fcinfo) {
   } else if (!key_lock::TryAcquire(key, wait_us)) {
     fields = InProgressOf(seen, now);  // another open transaction is on it
   } else {
-    fields = ClaimLocked(key, fingerprint, now, expires_at, locked_until, seen, wait_until, spi);
+    fields = ClaimLocked(key, fingerprint, now, expires_at, locked_until, seen, wait_until, traced, trace_context, spi);
   }
   const Datum result = claim_result::Build(fcinfo, fields, caller_context);
   spi.Done();

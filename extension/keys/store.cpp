@@ -23,6 +23,36 @@ namespace {
 #define IN_PROGRESS "'in_progress'::idempotency.state"
 #define COMPLETED "'completed'::idempotency.state"
 
+// The statements that exist with and without trace_context (1.2).
+#define READ_COLUMNS                                                                                  \
+  "SELECT k.fingerprint, k.state" EQ COMPLETED ", k.token, k.attempt, k.recovery_point, k.expires_at," \
+  " k.locked_until, k.response_status, k.response_headers, k.response_body"
+#define READ_FROM " FROM idempotency.keys AS k WHERE" KEY_IS
+#define INSERT_COLUMNS                                                                            \
+  "INSERT INTO idempotency.keys AS k (scope, key, fingerprint, state, token, attempt, recovery_point," \
+  " locked_until, created_at, completed_at, expires_at, response_status, response_headers, response_body"
+#define INSERT_VALUES " VALUES ($1, $2, $3, " IN_PROGRESS ", $4, 1, NULL, $7, $5, NULL, $6, NULL, NULL, NULL"
+#define INSERT_RETURNING                    \
+  " ON CONFLICT (scope, key) DO NOTHING" \
+  " RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until"
+#define TAKEOVER_SET                                                                                  \
+  "UPDATE idempotency.keys AS k SET"                                                                  \
+  "  fingerprint = CASE WHEN k.expires_at" LE "$5 THEN $3 ELSE COALESCE(k.fingerprint, $3) END,"     \
+  "  state = " IN_PROGRESS ", token = $4,"                                                            \
+  "  attempt = CASE WHEN k.expires_at" LE "$5 THEN 1 ELSE k.attempt OPERATOR(pg_catalog.+) 1 END,"   \
+  "  recovery_point = CASE WHEN k.expires_at" LE "$5 THEN NULL ELSE k.recovery_point END,"           \
+  "  locked_until = $7,"                                                                              \
+  "  created_at = CASE WHEN k.expires_at" LE "$5 THEN $5 ELSE k.created_at END,"                     \
+  "  completed_at = NULL,"                                                                            \
+  "  expires_at = CASE WHEN k.expires_at" LE "$5 THEN $6 ELSE k.expires_at END,"                     \
+  "  response_status = NULL, response_headers = NULL, response_body = NULL"
+#define TAKEOVER_WHERE                                                      \
+  " WHERE" KEY_IS "AND (k.expires_at" LE "$5"                               \
+  "    OR (k.state" EQ IN_PROGRESS " AND k.locked_until" LE "$5"           \
+  "        AND (k.fingerprint IS NULL OR $3 IS NULL OR k.fingerprint" EQ "$3)))" \
+  " RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until"
+#define CLAIM_TYPES TEXTOID, TEXTOID, BYTEAOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID
+
 enum class Statement : std::size_t {
   Read,
   Insert,
@@ -35,51 +65,34 @@ enum class Statement : std::size_t {
   TakeOverCompleted,
   InsertAbsent,
   LockRowNowait,
+  // 1.2: as Read, Insert, TakeOver and InsertAbsent, with trace_context
+  // ($8 when writing). Only for a database at 1.2: before, the column is not there.
+  ReadTraced,
+  InsertTraced,
+  TakeOverTraced,
+  InsertAbsentTraced,
   kCount
 };
 
 struct StatementText {
   const char* sql;
   int nargs;
-  std::array<Oid, 7> argtypes;
+  std::array<Oid, 8> argtypes;
 };
 
 const StatementText kStatements[] = {
     // Read
-    {"SELECT k.fingerprint, k.state" EQ COMPLETED ", k.token, k.attempt, k.recovery_point, k.expires_at,"
-     " k.locked_until, k.response_status, k.response_headers, k.response_body"
-     " FROM idempotency.keys AS k WHERE" KEY_IS,
+    {READ_COLUMNS READ_FROM,
      2,
      {TEXTOID, TEXTOID}},
     // Insert: $3 fingerprint, $4 token, $5 now, $6 expires_at, $7 locked_until.
     // A new key: the common case, so a plain insert whose executor start-up
     // is cheap. DO NOTHING answers a conflict without a row lock or an xid.
-    {"INSERT INTO idempotency.keys AS k (scope, key, fingerprint, state, token, attempt, recovery_point,"
-     " locked_until, created_at, completed_at, expires_at, response_status, response_headers, response_body)"
-     " VALUES ($1, $2, $3, " IN_PROGRESS ", $4, 1, NULL, $7, $5, NULL, $6, NULL, NULL, NULL)"
-     " ON CONFLICT (scope, key) DO NOTHING"
-     " RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until",
-     7,
-     {TEXTOID, TEXTOID, BYTEAOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}},
+    {INSERT_COLUMNS ")" INSERT_VALUES ")" INSERT_RETURNING, 7, {CLAIM_TYPES}},
     // TakeOver: same parameters. Re-uses an expired row as a fresh claim, or
     // takes over an in_progress row whose lease is over (fingerprint
     // permitting) keeping attempt + 1, the recovery point and the expiry.
-    {"UPDATE idempotency.keys AS k SET"
-     "  fingerprint = CASE WHEN k.expires_at" LE "$5 THEN $3 ELSE COALESCE(k.fingerprint, $3) END,"
-     "  state = " IN_PROGRESS ", token = $4,"
-     "  attempt = CASE WHEN k.expires_at" LE "$5 THEN 1 ELSE k.attempt OPERATOR(pg_catalog.+) 1 END,"
-     "  recovery_point = CASE WHEN k.expires_at" LE "$5 THEN NULL ELSE k.recovery_point END,"
-     "  locked_until = $7,"
-     "  created_at = CASE WHEN k.expires_at" LE "$5 THEN $5 ELSE k.created_at END,"
-     "  completed_at = NULL,"
-     "  expires_at = CASE WHEN k.expires_at" LE "$5 THEN $6 ELSE k.expires_at END,"
-     "  response_status = NULL, response_headers = NULL, response_body = NULL"
-     " WHERE" KEY_IS "AND (k.expires_at" LE "$5"
-     "    OR (k.state" EQ IN_PROGRESS " AND k.locked_until" LE "$5"
-     "        AND (k.fingerprint IS NULL OR $3 IS NULL OR k.fingerprint" EQ "$3)))"
-     " RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until",
-     7,
-     {TEXTOID, TEXTOID, BYTEAOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}},
+    {TAKEOVER_SET TAKEOVER_WHERE, 7, {CLAIM_TYPES}},
     // Complete: $3 token, $4 now, $5 status, $6 body, $7 headers. Touches no
     // indexed column, so it is a HOT update.
     {"UPDATE idempotency.keys AS k SET state = " COMPLETED ", completed_at = $4, locked_until = NULL,"
@@ -133,14 +146,18 @@ const StatementText kStatements[] = {
     // store.hpp), so no ON CONFLICT clause, and no RETURNING: what it wrote
     // is what it was given (a RETURNING list costs a projection and a result
     // tuple per key).
-    {"INSERT INTO idempotency.keys AS k (scope, key, fingerprint, state, token, attempt, recovery_point,"
-     " locked_until, created_at, completed_at, expires_at, response_status, response_headers, response_body)"
-     " VALUES ($1, $2, $3, " IN_PROGRESS ", $4, 1, NULL, $7, $5, NULL, $6, NULL, NULL, NULL)",
-     7,
-     {TEXTOID, TEXTOID, BYTEAOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}},
+    {INSERT_COLUMNS ")" INSERT_VALUES ")", 7, {CLAIM_TYPES}},
     // LockRowNowait: before a takeover on a Citus table, whose row waits
     // happen on a worker where the caller's lock_timeout does not reach.
     {"SELECT 1 FROM idempotency.keys AS k WHERE" KEY_IS "FOR UPDATE NOWAIT", 2, {TEXTOID, TEXTOID}},
+    // ReadTraced
+    {READ_COLUMNS ", k.trace_context" READ_FROM, 2, {TEXTOID, TEXTOID}},
+    // InsertTraced: Insert's parameters, $8 trace_context
+    {INSERT_COLUMNS ", trace_context)" INSERT_VALUES ", $8)" INSERT_RETURNING, 8, {CLAIM_TYPES, TEXTOID}},
+    // TakeOverTraced: a takeover is a new claim, so the new claimer's context replaces the old one
+    {TAKEOVER_SET ", trace_context = $8" TAKEOVER_WHERE, 8, {CLAIM_TYPES, TEXTOID}},
+    // InsertAbsentTraced
+    {INSERT_COLUMNS ", trace_context)" INSERT_VALUES ", $8)", 8, {CLAIM_TYPES, TEXTOID}},
 };
 static_assert(sizeof kStatements / sizeof kStatements[0] == static_cast<std::size_t>(Statement::kCount));
 
@@ -201,11 +218,11 @@ void Link::Done() {
 
 namespace {
 
-KeyRow ReadBy(const args::KeyRef& key, Snapshot snapshot) {
+KeyRow ReadBy(const args::KeyRef& key, Snapshot snapshot, bool traced) {
   return PgCall([&] {
     KeyRow row{};
     Datum values[] = {PointerGetDatum(key.scope), PointerGetDatum(key.key)};
-    Execute(Statement::Read, values, nullptr, 1, snapshot);
+    Execute(traced ? Statement::ReadTraced : Statement::Read, values, nullptr, 1, snapshot);
     if (SPI_processed == 0) return row;
     bool isnull = false;
     row.found = true;
@@ -227,19 +244,23 @@ KeyRow ReadBy(const args::KeyRef& key, Snapshot snapshot) {
     row.response_headers = isnull ? 0 : d;
     d = GetColumn(10, &isnull);
     row.response_body = isnull ? 0 : d;
+    if (traced) {
+      d = GetColumn(11, &isnull);
+      row.trace_context = isnull ? nullptr : DatumGetTextPP(d);
+    }
     return row;
   });
 }
 
 }  // namespace
 
-KeyRow Read(const args::KeyRef& key) { return ReadBy(key, Snapshot::Fresh); }
+KeyRow Read(const args::KeyRef& key, bool traced) { return ReadBy(key, Snapshot::Fresh, traced); }
 
-KeyRow FirstLook(const args::KeyRef& key, Link& spi) {
+KeyRow FirstLook(const args::KeyRef& key, Link& spi, bool traced) {
   KeyRow row{};
   if (direct_read::Read(key, &row)) return row;
   spi.Need();
-  return ReadBy(key, Snapshot::Statement);
+  return ReadBy(key, Snapshot::Statement, traced);
 }
 
 ClaimedRow Inserted(const NewClaim& claim) { return {true, false, 1, nullptr, claim.expires_at, claim.locked_until}; }
@@ -256,8 +277,10 @@ ClaimedRow WriteClaim(Statement which, const args::KeyRef& key, const NewClaim& 
                       Int64GetDatum(claim.token),
                       TimestampTzGetDatum(claim.now),
                       TimestampTzGetDatum(claim.expires_at),
-                      TimestampTzGetDatum(claim.locked_until)};
-    const char nulls[] = {' ', ' ', NullFlag(claim.fingerprint), ' ', ' ', ' ', ' ', '\0'};
+                      TimestampTzGetDatum(claim.locked_until),
+                      PointerGetDatum(claim.trace_context)};
+    const char nulls[] = {' ', ' ', NullFlag(claim.fingerprint), ' ', ' ', ' ', ' ', NullFlag(claim.trace_context),
+                          '\0'};
     auto execute = [&] { Execute(which, values, nulls, 1); };
     // On a Citus table the row lives on a worker, where lock_timeout set here
     // does not reach: lock it with NOWAIT and try again until the wait is over.
@@ -274,7 +297,8 @@ ClaimedRow WriteClaim(Statement which, const args::KeyRef& key, const NewClaim& 
     }
     if (SPI_processed == 0) return result;
     result.claimed = true;
-    if (which == Statement::InsertAbsent) return Inserted(claim);  // no RETURNING: the row as given
+    if (which == Statement::InsertAbsent || which == Statement::InsertAbsentTraced)
+      return Inserted(claim);  // no RETURNING: the row as given
     bool isnull = false;
     result.attempt = DatumGetInt32(GetColumn(1, &isnull));
     Datum d = GetColumn(2, &isnull);
@@ -288,15 +312,15 @@ ClaimedRow WriteClaim(Statement which, const args::KeyRef& key, const NewClaim& 
 }  // namespace
 
 ClaimedRow Insert(const args::KeyRef& key, const NewClaim& claim) {
-  return WriteClaim(Statement::Insert, key, claim, -1);
+  return WriteClaim(claim.traced ? Statement::InsertTraced : Statement::Insert, key, claim, -1);
 }
 
 ClaimedRow InsertAbsent(const args::KeyRef& key, const NewClaim& claim) {
-  return WriteClaim(Statement::InsertAbsent, key, claim, -1);
+  return WriteClaim(claim.traced ? Statement::InsertAbsentTraced : Statement::InsertAbsent, key, claim, -1);
 }
 
 ClaimedRow TakeOver(const args::KeyRef& key, const NewClaim& claim, int row_wait_ms) {
-  return WriteClaim(Statement::TakeOver, key, claim, row_wait_ms);
+  return WriteClaim(claim.traced ? Statement::TakeOverTraced : Statement::TakeOver, key, claim, row_wait_ms);
 }
 
 ClaimedRow InsertCompleted(const args::KeyRef& key, const NewClaim& claim) {

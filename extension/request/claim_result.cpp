@@ -11,6 +11,9 @@ extern "C" {
 namespace pgi::claim_result {
 namespace {
 
+constexpr int kAttributes = 10;          // 1.2
+constexpr int kAttributesBefore12 = 9;   // 1.0, 1.1: no trace_context
+
 const char* Label(Outcome outcome) {
   switch (outcome) {
     case Outcome::Claimed:
@@ -32,7 +35,8 @@ Datum Build(FunctionCallInfo fcinfo, const Fields& f, MemoryContext into) {
   return PgCall([&] {
     MemoryContext previous = MemoryContextSwitchTo(into);
     TupleDesc tupdesc;
-    if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE || tupdesc->natts != 9)
+    if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE ||
+        (tupdesc->natts != kAttributes && tupdesc->natts != kAttributesBefore12))
       elog(ERROR, "pg_idempotency: claim must return idempotency.claim_result");
     tupdesc = BlessTupleDesc(tupdesc);
     // The enum's oids change when the extension is re-created: look the label
@@ -42,8 +46,8 @@ Datum Build(FunctionCallInfo fcinfo, const Fields& f, MemoryContext into) {
         GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid, ObjectIdGetDatum(outcome_type), CStringGetDatum(label));
     if (!OidIsValid(outcome_oid)) elog(ERROR, "pg_idempotency: outcome label \"%s\" is missing", label);
 
-    Datum values[9];
-    bool nulls[9];
+    Datum values[kAttributes];
+    bool nulls[kAttributes];
     values[0] = ObjectIdGetDatum(outcome_oid);
     nulls[0] = false;
     values[1] = Int64GetDatum(f.token);
@@ -62,6 +66,8 @@ Datum Build(FunctionCallInfo fcinfo, const Fields& f, MemoryContext into) {
     nulls[7] = !f.has_expires_at;
     values[8] = TimestampTzGetDatum(f.locked_until);
     nulls[8] = !f.has_locked_until;
+    values[9] = PointerGetDatum(f.trace_context);  // not formed when the type has 9 attributes
+    nulls[9] = f.trace_context == nullptr;
     Datum result = HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
     MemoryContextSwitchTo(previous);
     return result;
