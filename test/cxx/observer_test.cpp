@@ -1,6 +1,7 @@
 // The observer interface (<idempotency/observer.hpp>) with a recording
 // observer: what a Client reports about each SQL call and what the middleware
 // reports about each request, against a real server and real HTTP.
+#include <cstdio>
 #include <mutex>
 
 #include "observe_fixture.hpp"
@@ -17,7 +18,7 @@ struct SeenCall {
   std::chrono::steady_clock::duration duration;
 };
 struct SeenRequest {
-  std::string method, path, traceparent;
+  std::string method, path, traceparent, own_trace_context;
   std::optional<RequestOutcome> outcome;
   int status = 0, attempt = 0;
   std::string scope, key_hash, key, error_type;
@@ -54,7 +55,7 @@ class Recorder : public idempotency::Observer {
       seen.path = s.path;
       seen.traceparent = s.traceparent;
     }
-    void ended(const idempotency::RequestEnd& e) noexcept override {
+    void record_end(const idempotency::RequestEnd& e) noexcept {
       seen.outcome = e.outcome;
       seen.status = e.status;
       seen.attempt = e.attempt;
@@ -69,8 +70,24 @@ class Recorder : public idempotency::Observer {
       recorder->requests.push_back(seen);
     }
     bool wants_first_execution_age() const override { return age; }
+    // Each request its own W3C traceparent: 00-<32 hex>-<16 hex>-01.
+    std::optional<std::string> trace_context() const override {
+      static std::atomic<unsigned> n{0};
+      if (traceparent_.empty()) {
+        char span[17];
+        std::snprintf(span, sizeof span, "%016x", ++n);
+        traceparent_ = "00-4bf92f3577b34da6a3ce929d0e0e4736-" + std::string(span) + "-01";
+      }
+      return traceparent_;
+    }
+    void ended(const idempotency::RequestEnd& e) noexcept override {
+      seen.own_trace_context = traceparent_;
+      record(e);
+    }
+    void record(const idempotency::RequestEnd& e) noexcept;
     Recorder* recorder;
     bool age;
+    mutable std::string traceparent_;
     SeenRequest seen;
   };
   bool raw_key_, age_;
@@ -78,6 +95,8 @@ class Recorder : public idempotency::Observer {
   std::vector<SeenCall> calls;
   std::vector<SeenRequest> requests;
 };
+
+void Recorder::Observation::record(const idempotency::RequestEnd& e) noexcept { record_end(e); }
 
 }  // namespace
 
@@ -182,4 +201,36 @@ TEST(ObservedMiddleware, RawKeyAndFirstExecutionAgeWhenTheObserverAsks) {
   ASSERT_TRUE(seen[1].age);
   EXPECT_GE(*seen[1].age, std::chrono::milliseconds(50));
   EXPECT_LT(*seen[1].age, std::chrono::minutes(5));
+}
+
+TEST(ObservedMiddleware, TheClaimStoresTheRequestsTraceContextAndReplaysAndDuplicatesGetIt) {
+  auto recorder = std::make_shared<Recorder>();
+  const auto key = unique("pay");
+  {
+    PaymentService service(recorder);
+    std::thread first([&] { service.pay(key, "{}", "?delay_ms=1000"); });
+    const bool running = service.wait_for_handler();
+    ASSERT_EQ(service.pay(key, "{}")->status, 409);
+    first.join();
+    ASSERT_TRUE(running);
+    ASSERT_EQ(service.pay(key, "{}")->status, 201);
+    ASSERT_EQ(service.pay(key, R"({"other": 1})")->status, 422);
+  }
+  auto seen = recorder->requests_seen();
+  ASSERT_EQ(seen.size(), 4u);
+  EXPECT_EQ(seen[0].outcome, RequestOutcome::InProgress);
+  EXPECT_EQ(seen[1].outcome, RequestOutcome::Claimed);
+  EXPECT_EQ(seen[2].outcome, RequestOutcome::Replay);
+  EXPECT_EQ(seen[3].outcome, RequestOutcome::Mismatch);
+  const std::string claimer = seen[1].own_trace_context;
+  ASSERT_FALSE(claimer.empty());
+  // The 409 cannot name the request holding the key: that claim has not committed, so its row (and
+  // trace context) is not visible yet. (It can once the holder's claim is committed, e.g. a key
+  // still leased after its holder's transaction committed a checkpoint.)
+  EXPECT_TRUE(!seen[0].stored_trace_context || seen[0].stored_trace_context == claimer);
+  EXPECT_EQ(seen[2].stored_trace_context, claimer);  // the replay names the request that did the work
+  EXPECT_NE(seen[2].own_trace_context, claimer);
+  EXPECT_FALSE(seen[1].stored_trace_context);
+  EXPECT_FALSE(seen[3].stored_trace_context);
+  EXPECT_EQ(sql("SELECT trace_context FROM idempotency.keys WHERE key = $1", {key}), claimer);
 }

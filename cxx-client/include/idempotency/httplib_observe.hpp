@@ -58,8 +58,9 @@ class ObservedRequest {
   }
 
   // Just before the claim: the trace context to store with the key.
+  // (Extension 1.2: a claim with a trace context needs claim's seventh argument.)
   void before_claim(ClaimOptions& claim) const {
-    (void)claim;  // stored once ClaimOptions carries a trace context (extension 1.2)
+    if (active()) claim.trace_context = observation_->trace_context();
   }
 
   // The claim answered (the handler ran if it was Claimed).
@@ -80,6 +81,7 @@ class ObservedRequest {
         break;
     }
     end_.attempt = r.attempt;
+    if (r.outcome == Outcome::Replay || r.outcome == Outcome::InProgress) end_.stored_trace_context = r.trace_context;
     if (r.outcome == Outcome::Replay && observation_->wants_first_execution_age()) {
       try {  // a failure here must not fail the replay: the age is just not known
         if (auto k = client.lookup(scope_, key_); k && k->completed_at) {

@@ -69,6 +69,9 @@ struct Options {
   // Look the key up on a replay for pg_idempotency.first_execution.age (one more
   // round trip, for replays whose span is recorded only).
   bool first_execution_age = true;
+  // Store the request span's traceparent with the key, for the replays' links
+  // (needs the extension at 1.2; false for a database still at 1.0 or 1.1).
+  bool store_trace_context = true;
   // Instrumentation scope of the tracer and the meter.
   std::string instrumentation_name = "pg_idempotency";
   std::string instrumentation_version = "1.2";
@@ -198,6 +201,7 @@ class Observer : public idempotency::Observer {
     }
 
     std::optional<std::string> trace_context() const override {
+      if (!observer_->options_.store_trace_context) return std::nullopt;
       std::string traceparent = detail::traceparent_of(span_);
       if (traceparent.empty()) return std::nullopt;  // a no-op tracer: nothing to link to
       return traceparent;
