@@ -273,3 +273,15 @@ TEST(OpenTelemetry, TheRawKeyOnlyWhenAskedFor) {
   ASSERT_TRUE(claimed);
   EXPECT_EQ(claimed->at("pg_idempotency.key"), key);
 }
+
+TEST(OpenTelemetry, WithoutAnSdkTheObserverDoesNothing) {
+  // No Telemetry: the API's no-op providers.
+  auto observer = std::make_shared<idempotency::otel::Observer>();
+  EXPECT_EQ(observer->request_started(idempotency::RequestStart{"POST", "/payments", "", ""}), nullptr);
+  const auto key = unique("pay");
+  PaymentService service(observer);
+  EXPECT_EQ(service.pay(key, "{}")->status, 201);
+  EXPECT_EQ(service.pay(key, "{}")->status, 201);
+  // Nothing stored with the key: there was no span to link to.
+  EXPECT_EQ(sql("SELECT coalesce(trace_context, '<none>') FROM idempotency.keys WHERE key = $1", {key}), "<none>");
+}

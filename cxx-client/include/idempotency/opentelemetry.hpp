@@ -29,6 +29,9 @@
 //   pg_idempotency.requests          counter, {request}
 //   pg_idempotency.request.duration  histogram, s
 // both by pg_idempotency.outcome (and error.type for a failed request).
+//
+// The providers are looked up when the Observer is made: install the SDK first.
+// With the API's no-op providers (no SDK) the Observer does nothing at all.
 #pragma once
 
 #include <libpq-fe.h>
@@ -48,12 +51,14 @@
 #include "opentelemetry/context/context.h"
 #include "opentelemetry/context/propagation/text_map_propagator.h"
 #include "opentelemetry/metrics/meter.h"
+#include "opentelemetry/metrics/noop.h"
 #include "opentelemetry/metrics/provider.h"
 #include "opentelemetry/metrics/sync_instruments.h"
 #include "opentelemetry/nostd/shared_ptr.h"
 #include "opentelemetry/nostd/string_view.h"
 #include "opentelemetry/nostd/unique_ptr.h"
 #include "opentelemetry/trace/context.h"
+#include "opentelemetry/trace/noop.h"
 #include "opentelemetry/trace/propagation/http_trace_context.h"
 #include "opentelemetry/trace/provider.h"
 #include "opentelemetry/trace/scope.h"
@@ -126,8 +131,12 @@ class Observer : public idempotency::Observer {
   explicit Observer(Options options = {}) : options_(std::move(options)) {
     tracer_ = detail::trace_api::Provider::GetTracerProvider()->GetTracer(options_.instrumentation_name,
                                                                           options_.instrumentation_version);
-    auto meter = detail::metrics_api::Provider::GetMeterProvider()->GetMeter(options_.instrumentation_name,
-                                                                             options_.instrumentation_version);
+    auto meter_provider = detail::metrics_api::Provider::GetMeterProvider();
+    auto meter = meter_provider->GetMeter(options_.instrumentation_name, options_.instrumentation_version);
+    // The API's own no-op providers (no SDK installed before this Observer was made):
+    // then nothing is built for them at all, not even attribute lists.
+    tracing_ = dynamic_cast<detail::trace_api::NoopTracer*>(tracer_.get()) == nullptr;
+    metering_ = dynamic_cast<detail::metrics_api::NoopMeterProvider*>(meter_provider.get()) == nullptr;
     requests_ = meter->CreateUInt64Counter("pg_idempotency.requests",
                                            "Requests with an idempotency key, by outcome", "{request}");
     duration_ = meter->CreateDoubleHistogram("pg_idempotency.request.duration",
@@ -138,6 +147,7 @@ class Observer : public idempotency::Observer {
 
   void sql_call(const SqlCall& call) noexcept override {
     namespace trace_api = detail::trace_api;
+    if (!tracing_) return;
     trace_api::StartSpanOptions start;
     start.kind = trace_api::SpanKind::kClient;
     start.start_system_time = opentelemetry::common::SystemTimestamp(call.start);
@@ -168,6 +178,7 @@ class Observer : public idempotency::Observer {
   }
 
   std::unique_ptr<RequestObservation> request_started(const RequestStart& request) override {
+    if (!tracing_ && !metering_) return nullptr;
     return std::make_unique<Request>(this, request);
   }
 
@@ -178,6 +189,7 @@ class Observer : public idempotency::Observer {
       namespace trace_api = detail::trace_api;
       start_system_ = std::chrono::system_clock::now();
       start_steady_ = std::chrono::steady_clock::now();
+      if (!observer_->tracing_) return;  // metrics only
       const std::string method(request.method), path(request.path);
       trace_api::StartSpanOptions start;
       start.kind = trace_api::SpanKind::kServer;
@@ -197,11 +209,11 @@ class Observer : public idempotency::Observer {
 
     // Only for a span that is recorded (with no SDK, or not sampled, nobody would see it).
     bool wants_first_execution_age() const override {
-      return observer_->options_.first_execution_age && span_->IsRecording();
+      return observer_->options_.first_execution_age && span_ && span_->IsRecording();
     }
 
     std::optional<std::string> trace_context() const override {
-      if (!observer_->options_.store_trace_context) return std::nullopt;
+      if (!span_ || !observer_->options_.store_trace_context) return std::nullopt;
       std::string traceparent = detail::traceparent_of(span_);
       if (traceparent.empty()) return std::nullopt;  // a no-op tracer: nothing to link to
       return traceparent;
@@ -210,6 +222,20 @@ class Observer : public idempotency::Observer {
     void ended(const RequestEnd& end) noexcept override {
       namespace trace_api = detail::trace_api;
       const char* outcome = end.outcome ? to_string(*end.outcome) : nullptr;
+      const std::string error_type(end.error_type);
+      if (span_) end_span(end, outcome, error_type);
+      if (observer_->metering_) {
+        std::map<std::string, std::string> labels;
+        if (outcome) labels["pg_idempotency.outcome"] = outcome;
+        if (!error_type.empty()) labels["error.type"] = error_type;
+        observer_->requests_->Add(1, labels);
+        observer_->duration_->Record(detail::seconds(end.duration), labels, opentelemetry::context::Context{});
+      }
+    }
+
+   private:
+    void end_span(const RequestEnd& end, const char* outcome, const std::string& error_type) noexcept {
+      namespace trace_api = detail::trace_api;
       span_->SetAttribute("http.response.status_code", static_cast<int64_t>(end.status));
       if (outcome) span_->SetAttribute("pg_idempotency.outcome", outcome);
       if (!end.scope.empty()) {
@@ -218,7 +244,6 @@ class Observer : public idempotency::Observer {
       if (end.attempt > 0) span_->SetAttribute("pg_idempotency.attempt", static_cast<int64_t>(end.attempt));
       if (!end.key_hash.empty()) span_->SetAttribute("pg_idempotency.key_hash", end.key_hash);
       if (!end.key.empty()) span_->SetAttribute("pg_idempotency.key", detail::nostd::string_view(end.key.data(), end.key.size()));
-      const std::string error_type(end.error_type);
       if (!error_type.empty()) {
         span_->SetAttribute("error.type", error_type);
         span_->SetStatus(trace_api::StatusCode::kError, error_type);  // server spans: 5xx only
@@ -230,15 +255,8 @@ class Observer : public idempotency::Observer {
       if (end.stored_trace_context) link_to_first_execution(end, outcome);
       scope_.reset();
       span_->End();
-
-      std::map<std::string, std::string> labels;
-      if (outcome) labels["pg_idempotency.outcome"] = outcome;
-      if (!error_type.empty()) labels["error.type"] = error_type;
-      observer_->requests_->Add(1, labels);
-      observer_->duration_->Record(detail::seconds(end.duration), labels, opentelemetry::context::Context{});
     }
 
-   private:
     // The span that did the work, as a link on a child span (links are given when
     // a span starts, and the stored context is known only once the claim answered).
     void link_to_first_execution(const RequestEnd& end, const char* outcome) noexcept {
@@ -270,6 +288,7 @@ class Observer : public idempotency::Observer {
   };
 
   Options options_;
+  bool tracing_ = false, metering_ = false;
   detail::nostd::shared_ptr<detail::trace_api::Tracer> tracer_;
   detail::nostd::unique_ptr<detail::metrics_api::Counter<uint64_t>> requests_;
   detail::nostd::unique_ptr<detail::metrics_api::Histogram<double>> duration_;
