@@ -23,7 +23,8 @@ ISOLATION_OPTS = --inputdir=test --outputdir=test/isolation_output
 # headers so warnings (and -Werror) apply to the project's own code only.
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server)
-PG_CPPFLAGS += $(addprefix -I,$(EXTENSION_DIRS))
+# Project includes are qualified by folder from extension/: "keys/store.hpp".
+PG_CPPFLAGS += -Iextension
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
 # Warnings are errors only when asked (`make WERROR=1`, as scripts/test does), so a
 # user's or a packager's build never fails on a newer compiler's new warning.
@@ -40,10 +41,23 @@ PG_CXXFLAGS += -MMD -MP
 # No JIT bitcode for C++ sources (the server's clang step is not wanted here).
 override with_llvm = no
 
-EXTRA_CLEAN = $(OBJS:.o=.d) test/results test/regression.diffs test/regression.out test/isolation_output
+# The version lives in VERSION (CMakeLists.txt and debian/rules read it too).
+IDEMPOTENCY_VERSION := $(shell cat VERSION)
+DIST_ARCHIVE = pg_idempotency-$(IDEMPOTENCY_VERSION).zip
+
+EXTRA_CLEAN = META.json $(DIST_ARCHIVE) $(OBJS:.o=.d) test/results test/regression.diffs test/regression.out test/isolation_output
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # After PGXS, so that a dependency rule never becomes the default goal.
 -include $(OBJS:.o=.d)
+
+# PGXN: META.json (the spec's version 1.0.0) from META.json.in and VERSION, and
+# the release archive of the committed tree with it (`make dist`).
+META.json: META.json.in VERSION
+	sed -e 's/@VERSION@/$(IDEMPOTENCY_VERSION)/g' META.json.in >$@
+
+.PHONY: dist
+dist: META.json
+	git archive --format=zip --prefix=pg_idempotency-$(IDEMPOTENCY_VERSION)/ --add-file=META.json -o $(DIST_ARCHIVE) HEAD

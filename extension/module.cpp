@@ -1,8 +1,16 @@
 // Library entry: _PG_init only hands over to each module's Init().
-#include "pg_headers.hpp"
-#include "settings.hpp"
-#include "stats.hpp"
-#include "sweeper.hpp"
+//
+// The folders are layers; includes only point down or sideways:
+//   request/  the SQL-callable calls (claim, finish, once, ...) and their parts
+//   sweeper/  the background sweeper: launcher, workers, schedule, commands
+//   keys/     the keys table: statements, direct reads and writes, Citus
+//   pg/       the PostgreSQL boundary: the guard, headers, version differences,
+//             arguments, settings, shared counters, bounded waits
+#include "pg/settings.hpp"
+#include "pg/stats.hpp"
+#include "sweeper/sweeper.hpp"
+
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 PG_MODULE_MAGIC;

@@ -1,6 +1,6 @@
-#include "citus.hpp"
+#include "keys/citus.hpp"
 
-#include "pg_headers.hpp"
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 #include "access/genam.h"

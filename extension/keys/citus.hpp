@@ -13,7 +13,7 @@
 // cost is one cached lookup.
 #pragma once
 
-#include "pg_headers.hpp"
+#include "pg/pg_headers.hpp"
 
 namespace pgi::citus {
 

@@ -1,8 +1,9 @@
-#include "direct_read.hpp"
+#include "keys/direct_read.hpp"
 
-#include "boundary.hpp"
-#include "keys_table.hpp"
-#include "pg_headers.hpp"
+#include "keys/keys_table.hpp"
+#include "pg/boundary.hpp"
+#include "pg/pg_compat.hpp"
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 #include "access/genam.h"
@@ -34,7 +35,7 @@ TupleTableSlot* Find(const Opened& opened, const args::KeyRef& key, Snapshot sna
   ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber, InvalidOid, opened.primary_key->rd_indcollation[1], F_TEXTEQ,
                          PointerGetDatum(key.key));
   TupleTableSlot* slot = table_slot_create(opened.rel, nullptr);
-  const IndexScanDesc scan = index_beginscan(opened.rel, opened.primary_key, snapshot, 2, 0);
+  const IndexScanDesc scan = compat::BeginIndexScan(opened.rel, opened.primary_key, snapshot, 2);
   index_rescan(scan, keys, 2, nullptr, 0);
   const bool found = index_getnext_slot(scan, ForwardScanDirection, slot);
   index_endscan(scan);

@@ -10,11 +10,11 @@
 // PgCall.
 #pragma once
 
-#include "args.hpp"
-#include "keys_table.hpp"
-#include "store.hpp"
+#include "keys/keys_table.hpp"
+#include "keys/store.hpp"
+#include "pg/args.hpp"
 
-#include "pg_headers.hpp"
+#include "pg/pg_headers.hpp"
 
 namespace pgi::direct_read {
 

@@ -1,9 +1,10 @@
-#include "direct_write.hpp"
+#include "keys/direct_write.hpp"
 
-#include "boundary.hpp"
-#include "direct_read.hpp"
-#include "keys_table.hpp"
-#include "pg_headers.hpp"
+#include "keys/direct_read.hpp"
+#include "keys/keys_table.hpp"
+#include "pg/boundary.hpp"
+#include "pg/pg_compat.hpp"
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 #include "access/tableam.h"
@@ -32,7 +33,7 @@ Target Begin(const Opened& opened) {
   entry->relid = RelationGetRelid(opened.rel);
   entry->relkind = opened.rel->rd_rel->relkind;
   entry->rellockmode = RowExclusiveLock;
-  ExecInitRangeTable(estate, list_make1(entry));
+  compat::InitOneRelationRangeTable(estate, entry);
   ResultRelInfo* relation = makeNode(ResultRelInfo);
   InitResultRelInfo(relation, opened.rel, 1, nullptr, 0);
   ExecOpenIndices(relation, false);
@@ -134,14 +135,14 @@ Completion Complete(const args::KeyRef& key, int64 token, TimestampTz now, const
     if (RelationGetDescr(opened.rel)->constr != nullptr) ExecConstraints(target.relation, row, target.estate);
     TM_FailureData failure;
     LockTupleMode lock_mode;
-    bool update_indexes = false;
+    compat::IndexesToUpdate update_indexes = compat::kNoIndexesToUpdate;
     // Waits for a row lock as the statement would (a sweep holding the row).
     const TM_Result result = table_tuple_update(opened.rel, &tid, row, target.estate->es_output_cid, snapshot,
                                                 InvalidSnapshot, true, &failure, &lock_mode, &update_indexes);
     // Not HOT (an index on a column finish() changes, or no room on the
     // page): the new version needs its index entries.
-    if (result == TM_Ok && update_indexes && target.relation->ri_NumIndices > 0)
-      list_free(ExecInsertIndexTuples(target.relation, row, target.estate, true, false, nullptr, NIL));
+    if (result == TM_Ok)
+      list_free(compat::InsertIndexEntriesAfterUpdate(target.relation, row, target.estate, update_indexes));
     End(target);
     keys_table::Close(opened);
     if (result != TM_Ok) return Completion::Unknown;  // updated or deleted since: the statement re-checks it

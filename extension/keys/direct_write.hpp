@@ -13,8 +13,8 @@
 // after writing, as SPI does, so later reads in the statement see the row.
 #pragma once
 
-#include "args.hpp"
-#include "store.hpp"
+#include "keys/store.hpp"
+#include "pg/args.hpp"
 
 namespace pgi::direct_write {
 

@@ -1,6 +1,8 @@
-#include "keys_table.hpp"
+#include "keys/keys_table.hpp"
 
 #include <cstring>
+
+#include "pg/pg_compat.hpp"
 
 extern "C" {
 #include "access/genam.h"
@@ -170,7 +172,7 @@ bool Open(Access access, Opened* opened) {
                     form->relam == HEAP_TABLE_AM_OID && !form->relhassubclass &&
                     pg_class_aclmask(relid, GetUserId(), needed, ACLMASK_ALL) == needed &&
                     (!form->relrowsecurity || check_enable_rls(relid, InvalidOid, true) != RLS_ENABLED);
-  const Oid primary_key = safe ? RelationGetPrimaryKeyIndex(rel) : InvalidOid;
+  const Oid primary_key = safe ? compat::PrimaryKeyIndex(rel) : InvalidOid;
   if (!OidIsValid(primary_key)) {
     table_close(rel, NoLock);
     return false;

@@ -25,7 +25,7 @@
 // OID comes from the relcache each time. Call everything inside PgCall.
 #pragma once
 
-#include "pg_headers.hpp"
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 #include "utils/rel.h"

@@ -2,14 +2,14 @@
 #include <cstddef>
 #include <string>
 
-#include "store.hpp"
-#include "sweep_sql.hpp"
+#include "keys/store.hpp"
+#include "keys/sweep_sql.hpp"
 
-#include "boundary.hpp"
-#include "bounded_wait.hpp"
-#include "citus.hpp"
-#include "direct_read.hpp"
-#include "pg_headers.hpp"
+#include "keys/citus.hpp"
+#include "keys/direct_read.hpp"
+#include "pg/boundary.hpp"
+#include "pg/bounded_wait.hpp"
+#include "pg/pg_headers.hpp"
 
 namespace pgi::store {
 namespace {

@@ -10,8 +10,8 @@
 // they return live in SPI memory until Disconnect().
 #pragma once
 
-#include "args.hpp"
-#include "pg_headers.hpp"
+#include "pg/args.hpp"
+#include "pg/pg_headers.hpp"
 
 namespace pgi::store {
 

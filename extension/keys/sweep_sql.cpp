@@ -1,4 +1,4 @@
-#include "sweep_sql.hpp"
+#include "keys/sweep_sql.hpp"
 
 namespace pgi::sweep_sql {
 namespace {

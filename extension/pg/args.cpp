@@ -1,9 +1,9 @@
-#include "args.hpp"
+#include "pg/args.hpp"
 
 #include <string>
 
-#include "boundary.hpp"
-#include "pg_headers.hpp"
+#include "pg/boundary.hpp"
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 #include "mb/pg_wchar.h"

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "pg_headers.hpp"
+#include "pg/pg_headers.hpp"
 
 namespace pgi::args {
 

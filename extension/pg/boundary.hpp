@@ -21,7 +21,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "pg_headers.hpp"
+#include "pg/pg_headers.hpp"
 
 namespace pgi {
 

@@ -2,7 +2,7 @@
 // given time, and learning "timed out" as an answer rather than an error.
 #pragma once
 
-#include "pg_headers.hpp"
+#include "pg/pg_headers.hpp"
 
 namespace pgi::bounded_wait {
 
@@ -25,4 +25,4 @@ bool Poll(int timeout_ms, Fn&& fn);
 
 }  // namespace pgi::bounded_wait
 
-#include "bounded_wait_impl.hpp"
+#include "pg/bounded_wait_impl.hpp"

@@ -1,6 +1,6 @@
-#include "settings.hpp"
+#include "pg/settings.hpp"
 
-#include "pg_headers.hpp"
+#include "pg/pg_headers.hpp"
 
 namespace pgi::settings {
 namespace {

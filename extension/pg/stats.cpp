@@ -1,9 +1,9 @@
-#include "stats.hpp"
+#include "pg/stats.hpp"
 
 #include <cstddef>
 
-#include "boundary.hpp"
-#include "pg_headers.hpp"
+#include "pg/boundary.hpp"
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 #include "port/atomics.h"

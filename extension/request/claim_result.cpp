@@ -1,7 +1,7 @@
-#include "claim_result.hpp"
+#include "request/claim_result.hpp"
 
-#include "boundary.hpp"
-#include "pg_headers.hpp"
+#include "pg/boundary.hpp"
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 #include "catalog/pg_enum.h"

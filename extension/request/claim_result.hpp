@@ -1,7 +1,7 @@
 // Building idempotency.claim_result rows.
 #pragma once
 
-#include "pg_headers.hpp"
+#include "pg/pg_headers.hpp"
 
 namespace pgi::claim_result {
 

@@ -1,4 +1,4 @@
-#include "decide.hpp"
+#include "request/decide.hpp"
 
 namespace pgi::decide {
 namespace {

@@ -5,8 +5,8 @@
 // The canonical form is compact JSON: object keys in jsonb's own order (by
 // length, then bytes), numbers in numeric_normalize()'s shortest form, strings
 // escaped as JSON does.
-#include "boundary.hpp"
-#include "pg_headers.hpp"
+#include "pg/boundary.hpp"
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 #include "lib/stringinfo.h"

@@ -1,10 +1,10 @@
-#include "key_lock.hpp"
+#include "request/key_lock.hpp"
 
 #include <algorithm>
 
-#include "boundary.hpp"
-#include "bounded_wait.hpp"
-#include "pg_headers.hpp"
+#include "pg/boundary.hpp"
+#include "pg/bounded_wait.hpp"
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 #include "common/hashfn.h"

@@ -8,7 +8,7 @@
 // at once instead of blocking on that transaction's row.
 #pragma once
 
-#include "args.hpp"
+#include "pg/args.hpp"
 
 namespace pgi::key_lock {
 

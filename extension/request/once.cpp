@@ -11,19 +11,19 @@
 #include <optional>
 #include <string>
 
-#include "args.hpp"
-#include "boundary.hpp"
-#include "decide.hpp"
-#include "direct_read.hpp"
-#include "direct_write.hpp"
-#include "key_lock.hpp"
-#include "settings.hpp"
-#include "standby.hpp"
-#include "stats.hpp"
-#include "store.hpp"
-#include "token.hpp"
+#include "keys/direct_read.hpp"
+#include "keys/direct_write.hpp"
+#include "keys/store.hpp"
+#include "pg/args.hpp"
+#include "pg/boundary.hpp"
+#include "pg/settings.hpp"
+#include "pg/stats.hpp"
+#include "request/decide.hpp"
+#include "request/key_lock.hpp"
+#include "request/standby.hpp"
+#include "request/token.hpp"
 
-#include "pg_headers.hpp"
+#include "pg/pg_headers.hpp"
 
 namespace pgi {
 namespace {

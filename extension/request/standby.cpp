@@ -1,10 +1,10 @@
-#include "standby.hpp"
+#include "request/standby.hpp"
 
 #include <string>
 
-#include "boundary.hpp"
+#include "pg/boundary.hpp"
 
-#include "pg_headers.hpp"
+#include "pg/pg_headers.hpp"
 #include "access/xlog.h"
 
 namespace pgi::standby {

@@ -3,7 +3,7 @@
 // go, instead of surfacing an internal INSERT as "read-only transaction".
 #pragma once
 
-#include "args.hpp"
+#include "pg/args.hpp"
 
 namespace pgi::standby {
 

@@ -1,6 +1,6 @@
-#include "token.hpp"
+#include "request/token.hpp"
 
-#include "boundary.hpp"
+#include "pg/boundary.hpp"
 
 namespace pgi::token {
 

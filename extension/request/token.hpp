@@ -1,7 +1,7 @@
 // Fencing tokens: one new token per claim (claim() and once()).
 #pragma once
 
-#include "pg_headers.hpp"
+#include "pg/pg_headers.hpp"
 
 namespace pgi::token {
 

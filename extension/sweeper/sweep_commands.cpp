@@ -16,9 +16,10 @@
 //   could not run the command anyway, and must not pause its sweeping.
 #include <cstring>
 
-#include "pg_headers.hpp"
-#include "sweeper.hpp"
-#include "sweeper_shared.hpp"
+#include "sweeper/sweeper.hpp"
+#include "sweeper/sweeper_shared.hpp"
+#include "pg/pg_compat.hpp"
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 #include "access/xact.h"
@@ -107,7 +108,7 @@ void FreeDatabase(const char* name) {
   const Oid dboid = get_database_oid(name, true);
   // Only for those the command may succeed for (owners, superusers): nobody
   // else can pause another database's sweeper by issuing a doomed DROP.
-  if (!OidIsValid(dboid) || !pg_database_ownercheck(dboid, GetUserId())) return;
+  if (!OidIsValid(dboid) || !compat::IsDatabaseOwner(dboid, GetUserId())) return;
   const TimestampTz hold_until = GetCurrentTimestamp() + kHoldUs;
   pid_t pid = 0;
   SpinLockAcquire(&shared->mutex);

@@ -8,10 +8,11 @@
 // starts it again after bgw_restart_time; no C++ object is ever skipped.
 #include <cstring>
 
-#include "pg_headers.hpp"
-#include "settings.hpp"
-#include "sweep_schedule.hpp"
-#include "sweeper_shared.hpp"
+#include "pg/settings.hpp"
+#include "sweeper/sweep_schedule.hpp"
+#include "sweeper/sweeper_shared.hpp"
+#include "pg/pg_compat.hpp"
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 #include "access/heapam.h"
@@ -263,7 +264,7 @@ int FreeSlots() {
   int used = 0;
   const int backends = pgstat_fetch_stat_numbackends();
   for (int i = 1; i <= backends; i++) {
-    const LocalPgBackendStatus* local = pgstat_fetch_stat_local_beentry(i);
+    const LocalPgBackendStatus* local = compat::LocalBackendStatus(i);
     if (local == nullptr || local->backendStatus.st_backendType != B_BG_WORKER) continue;
     bool ours = false;
     for (int w = 0; w < pool_size && !ours; w++) ours = pool[w].pid == local->backendStatus.st_procpid;

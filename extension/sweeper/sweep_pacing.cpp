@@ -1,4 +1,4 @@
-#include "sweep_pacing.hpp"
+#include "sweeper/sweep_pacing.hpp"
 
 #include <algorithm>
 

@@ -1,4 +1,4 @@
-#include "sweep_schedule.hpp"
+#include "sweeper/sweep_schedule.hpp"
 
 #include <algorithm>
 

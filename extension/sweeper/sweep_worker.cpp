@@ -21,14 +21,14 @@
 #include <cstdio>
 #include <exception>
 
-#include "boundary.hpp"
-#include "pg_headers.hpp"
-#include "settings.hpp"
-#include "stats.hpp"
-#include "store.hpp"
-#include "sweep_pacing.hpp"
-#include "sweep_schedule.hpp"
-#include "sweeper_shared.hpp"
+#include "keys/store.hpp"
+#include "pg/boundary.hpp"
+#include "pg/settings.hpp"
+#include "pg/stats.hpp"
+#include "sweeper/sweep_pacing.hpp"
+#include "sweeper/sweep_schedule.hpp"
+#include "sweeper/sweeper_shared.hpp"
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 #include "commands/dbcommands.h"

@@ -28,12 +28,12 @@
 // * The launcher and its workers start only once recovery has finished
 //   (BgWorkerStart_RecoveryFinished): on a standby nothing runs and nothing is
 //   logged; after promotion the postmaster starts the launcher.
-#include "sweeper.hpp"
+#include "sweeper/sweeper.hpp"
 
 #include <cstring>
 
-#include "pg_headers.hpp"
-#include "sweeper_shared.hpp"
+#include "sweeper/sweeper_shared.hpp"
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 #include "postmaster/bgworker.h"

@@ -8,7 +8,7 @@
 // never the claim path.
 #pragma once
 
-#include "pg_headers.hpp"
+#include "pg/pg_headers.hpp"
 
 extern "C" {
 #include "storage/spin.h"

@@ -2,23 +2,41 @@
 # missing, build and install, and run throwaway clusters as the postgres user.
 # Source it; it defines functions only.
 
-PG_MAJOR=15
-# PG_BIN may point at another (e.g. relocated) PostgreSQL 15 installation.
+# PG_MAJOR: the PostgreSQL major to build and test against, 15 (the host's,
+# Debian 12) unless set in the environment or by `scripts/test --pg N`.
+# PG_BIN may point at another (e.g. relocated) installation of it; when only
+# PG_BIN is given, its pg_config names the major.
+if [ -z "${PG_MAJOR:-}" ] && [ -n "${PG_BIN:-}" ] && [ -x "$PG_BIN/pg_config" ]; then
+  PG_MAJOR=$("$PG_BIN/pg_config" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+fi
+PG_MAJOR=${PG_MAJOR:-15}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
+export PG_MAJOR
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$REPO_ROOT/build}
 
-DEB_PACKAGES=(
+# What the build and the suites that run on every major (see scripts/test's
+# MATRIX_SUITES) need: the chroots of other majors get only these.
+MATRIX_PACKAGES=(
   build-essential cmake pkg-config
   postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libpq-dev postgresql-$PG_MAJOR-cron
   libipc-run-perl libgtest-dev libgmock-dev libbenchmark-dev libpqxx-dev
-  libcpp-httplib-dev nlohmann-json3-dev curl gnuplot-nox valgrind
-  redis-server libhiredis-dev
-  python3 patch
+  libcpp-httplib-dev nlohmann-json3-dev libhiredis-dev curl
+  python3 patch procps iproute2
+)
+# The host's suites need these as well.
+DEB_PACKAGES=(
+  "${MATRIX_PACKAGES[@]}"
+  gnuplot-nox valgrind
+  redis-server
   pgbouncer
   nodejs wrk
-  prometheus prometheus-postgres-exporter iproute2
+  prometheus prometheus-postgres-exporter
 )
+# Inside a chroot of scripts/lib/chroot.sh (PGI_CHROOT=1) only the matrix's.
+[ -n "${PGI_CHROOT:-}" ] && DEB_PACKAGES=("${MATRIX_PACKAGES[@]}")
+# Extra apt-get options (sid's Release file may be past its Valid-Until).
+APT_OPTS=${APT_OPTS:-}
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -37,11 +55,11 @@ install_packages() {
   done
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing: ${missing[*]}"
-    apt-get update -qq
+    apt-get $APT_OPTS update -qq
     # The Debian package would start its own cluster on 5432: keep it down.
     local policy=/usr/sbin/policy-rc.d created_policy=
     if [ ! -e $policy ]; then printf '#!/bin/sh\nexit 101\n' >$policy; chmod +x $policy; created_policy=1; fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get $APT_OPTS install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     [ -n "$created_policy" ] && rm -f $policy
   fi
   export PATH=$PG_BIN:$PATH

@@ -34,7 +34,8 @@ bad_files=$(grep -cE '^t/.*\.pl \.+ *(Dubious|Failed)' "$out" || true)
 if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 [ "$bad_files" -gt "$failed" ] && failed=$bad_files
 if [ "$rc" -ne 0 ]; then
-  for log in "$work"/tmp_check/log/*; do
+  # 15 writes the logs to tmp_check/log, 16 and later to log/.
+  for log in "$work"/tmp_check/log/* "$work"/log/*; do
     [ -f "$log" ] || continue
     echo "--- $(basename "$log") (tail)"
     tail -n 40 "$log"

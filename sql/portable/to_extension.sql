@@ -6,8 +6,9 @@
 --
 --   psql -d DB -f sql/portable/to_extension.sql
 --
--- Run it as a role that may CREATE EXTENSION pg_idempotency (a superuser: the
--- extension is not trusted), on a server where the extension is installed
+-- Run it as a superuser (the extension is trusted from 1.2, but carrying
+-- row-level security over alters a table the bootstrap superuser then owns),
+-- on a server where the extension is installed
 -- (make install; shared_preload_libraries for its sweeper and stats).
 -- Objects of the application that depend on the portable edition's objects
 -- (e.g. a view over idempotency.keys) make it stop with an error: drop and

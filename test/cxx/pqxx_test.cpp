@@ -28,7 +28,7 @@ class Env : public ::testing::Environment {
       pqxx::connection admin("dbname=postgres");
       pqxx::nontransaction n(admin);
       const std::string db = conninfo().substr(7);
-      if (n.exec_params("SELECT 1 FROM pg_database WHERE datname = $1", db).empty()) {
+      if (pqxx_detail::exec(n, "SELECT 1 FROM pg_database WHERE datname = $1", db).empty()) {
         try {
           n.exec("CREATE DATABASE " + db);
         } catch (const pqxx::sql_error&) {  // a parallel test was first
@@ -53,9 +53,13 @@ class Env : public ::testing::Environment {
 };
 [[maybe_unused]] auto* const g_env = ::testing::AddGlobalTestEnvironment(new Env);
 
+// The calls pass ClaimOptions{} rather than std::nullopt: GCC 12 at -O2 (Release) and
+// GCC 14 warn, falsely, that the temporary std::optional<std::string> made from
+// std::nullopt may be used uninitialized.
+
 int notes(pqxx::connection& c, const std::string& scope) {
   pqxx::nontransaction n(c);
-  return n.exec_params1("SELECT count(*) FROM cxx_work WHERE scope = $1", scope)[0].as<int>();
+  return pqxx_detail::exec1(n, "SELECT count(*) FROM cxx_work WHERE scope = $1", scope)[0].as<int>();
 }
 }  // namespace
 
@@ -65,7 +69,7 @@ TEST(Pqxx, ExecuteCommitsWithTheCallersTransactionThenReplays) {
   int runs = 0;
   auto handler = [&](pqxx::transaction_base& t) {
     ++runs;
-    t.exec_params("INSERT INTO cxx_work VALUES ($1, 'paid')", s);
+    pqxx_detail::exec(t, "INSERT INTO cxx_work VALUES ($1, 'paid')", s);
     return Response{201, std::string("id\0=1", 5), R"({"Content-Type": "text/plain"})"};
   };
   {
@@ -100,8 +104,8 @@ TEST(Pqxx, CallerRollbackUndoesKeyAndWork) {
   const auto s = unique_scope();
   {
     pqxx::work tx(conn);
-    pqxx_execute(tx, s, "k", std::nullopt, [&](pqxx::transaction_base& t) {
-      t.exec_params("INSERT INTO cxx_work VALUES ($1, 'x')", s);
+    pqxx_execute(tx, s, "k", ClaimOptions{}, [&](pqxx::transaction_base& t) {
+      pqxx_detail::exec(t, "INSERT INTO cxx_work VALUES ($1, 'x')", s);
       return Response{200, "", ""};
     });
     tx.abort();
@@ -115,16 +119,16 @@ TEST(Pqxx, ThrowingHandlerRollsBackToTheSavepoint) {
   pqxx::connection conn(conninfo());
   const auto s = unique_scope();
   pqxx::work tx(conn);
-  tx.exec_params("INSERT INTO cxx_work VALUES ($1, 'before')", s);
-  EXPECT_THROW(pqxx_execute(tx, s, "k", std::nullopt,
+  pqxx_detail::exec(tx, "INSERT INTO cxx_work VALUES ($1, 'before')", s);
+  EXPECT_THROW(pqxx_execute(tx, s, "k", ClaimOptions{},
                             [&](pqxx::transaction_base& t) -> Response {
-                              t.exec_params("INSERT INTO cxx_work VALUES ($1, 'inside')", s);
+                              pqxx_detail::exec(t, "INSERT INTO cxx_work VALUES ($1, 'inside')", s);
                               throw std::logic_error("boom");
                             }),
                std::logic_error);
-  auto again = pqxx_claim(tx, s, "k", std::nullopt);  // the key is free again, tx still usable
+  auto again = pqxx_claim(tx, s, "k", ClaimOptions{});  // the key is free again, tx still usable
   EXPECT_EQ(again.outcome, Outcome::Claimed);
-  EXPECT_EQ(tx.exec_params1("SELECT count(*) FROM cxx_work WHERE scope = $1", s)[0].as<int>(), 1);
+  EXPECT_EQ(pqxx_detail::exec1(tx, "SELECT count(*) FROM cxx_work WHERE scope = $1", s)[0].as<int>(), 1);
   tx.commit();
 }
 
@@ -134,7 +138,7 @@ TEST(Pqxx, SqlErrorsCarryTheSqlstate) {
   {
     pqxx::work tx(conn);
     try {
-      pqxx_claim(tx, "", "k", std::nullopt);
+      pqxx_claim(tx, "", "k", ClaimOptions{});
       ADD_FAILURE() << "empty scope accepted";
     } catch (const Error& e) {
       EXPECT_EQ(e.sqlstate(), "22023");
@@ -142,7 +146,7 @@ TEST(Pqxx, SqlErrorsCarryTheSqlstate) {
   }
   {
     pqxx::work tx(conn);
-    auto r = pqxx_claim(tx, s, "k", std::nullopt);
+    auto r = pqxx_claim(tx, s, "k", ClaimOptions{});
     try {
       pqxx_finish(tx, s, "k", *r.token + 1, {200, "", ""});
       ADD_FAILURE() << "wrong token accepted";
@@ -152,7 +156,7 @@ TEST(Pqxx, SqlErrorsCarryTheSqlstate) {
   }
   {
     pqxx::work tx(conn);
-    EXPECT_THROW(pqxx_claim(tx, s, std::string("a\0b", 3), std::nullopt), Error);
+    EXPECT_THROW(pqxx_claim(tx, s, std::string("a\0b", 3), ClaimOptions{}), Error);
   }
 }
 
@@ -160,19 +164,17 @@ TEST(Pqxx, FailingFinishRollsBackToTheSavepointAndReportsTheSqlstate) {
   pqxx::connection conn(conninfo());
   const auto s = unique_scope();
   pqxx::work tx(conn);
-  tx.exec_params("INSERT INTO cxx_work VALUES ($1, 'before')", s);
+  pqxx_detail::exec(tx, "INSERT INTO cxx_work VALUES ($1, 'before')", s);
   try {
-    pqxx_execute(tx, s, "k", std::nullopt, [&](pqxx::transaction_base& t) {
-      t.exec_params("INSERT INTO cxx_work VALUES ($1, 'inside')", s);
+    pqxx_execute(tx, s, "k", ClaimOptions{}, [&](pqxx::transaction_base& t) {
+      pqxx_detail::exec(t, "INSERT INTO cxx_work VALUES ($1, 'inside')", s);
       return Response{200, std::string(2 * 1024 * 1024, 'x'), ""};  // over max_response_size
     });
     ADD_FAILURE() << "oversized response accepted";
   } catch (const Error& e) {
     EXPECT_EQ(e.sqlstate(), "54000");
   }
-  EXPECT_EQ(tx.exec_params1("SELECT count(*) FROM cxx_work WHERE scope = $1", s)[0].as<int>(), 1);
-  // Options rather than std::nullopt: GCC 12 at -O2 (Release) warns, falsely, that the
-  // temporary std::optional<std::string> made from std::nullopt may be used uninitialized.
+  EXPECT_EQ(pqxx_detail::exec1(tx, "SELECT count(*) FROM cxx_work WHERE scope = $1", s)[0].as<int>(), 1);
   const ClaimResult again = pqxx_claim(tx, s, "k", ClaimOptions{});
   EXPECT_EQ(again.outcome, Outcome::Claimed);
   tx.commit();

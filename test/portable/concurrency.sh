@@ -12,7 +12,7 @@
 # It creates and drops its own table portable_conc_work in PGUSER's default schema
 # (or in CONC_SCHEMA) and deletes its keys (scope 'portable-conc') afterwards.
 set -uo pipefail
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/${PG_MAJOR:-15}/bin}
 CLIENTS=${1:-12}
 ROUNDS=${2:-5}
 WORK=${CONC_SCHEMA:+$CONC_SCHEMA.}portable_conc_work

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sweeping the portable edition with pg_cron, on a cluster of its own where
-# pg_cron (Debian's postgresql-15-cron) is preloaded and pg_idempotency is not:
+# pg_cron (Debian's postgresql-NN-cron) is preloaded and pg_idempotency is not:
 # the edition needs nothing preloaded. The job is scheduled by the role that
 # owns the edition (no superuser) with the README's one call; pg_cron 1.4
 # runs jobs at the top of a minute, so this waits up to ~70 s.

@@ -3,7 +3,7 @@
 # Needs PG_BIN and a server in PGHOST/PGPORT/PGUSER (a superuser).
 PORTABLE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PORTABLE_SQL=$PORTABLE_ROOT/sql/portable/pg_idempotency_portable.sql
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/${PG_MAJOR:-15}/bin}
 OWNER=${OWNER:-pgi_portable_owner}
 FAILURES=0
 

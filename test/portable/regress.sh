@@ -14,7 +14,7 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/${PG_MAJOR:-15}/bin}
 PGXS_DIR=$(dirname "$("$PG_BIN/pg_config" --pgxs)")/..
 KEEP_OUT=${OUT:-}
 OUT=${OUT:-$(mktemp -d /tmp/portable-regress.XXXXXX)}
@@ -40,16 +40,21 @@ fresh_db() {
     cat "$OUT/install-$1.log"; return 1; }
 }
 
-# Expected outputs: the extension's, with the reviewed differences applied.
-expected() {  # NAME.out -> $OUT/test/expected
-  local name=$1
+# Expected outputs: the extension's, with the reviewed differences applied;
+# its alternatives for other majors (NAME_1.out, ...) too.
+expected() {  # NAME -> $OUT/test/expected
+  local name=$1 alt f
   if [ -f "$HERE/expected/$name.out" ]; then cp "$HERE/expected/$name.out" "$OUT/test/expected/"; return; fi
-  cp "$ROOT/test/expected/$name.out" "$OUT/test/expected/$name.out"
-  if [ -f "$HERE/expected/$name.diff" ]; then
-    patch -s --no-backup-if-mismatch "$OUT/test/expected/$name.out" "$HERE/expected/$name.diff" || {
-      echo "portable: test/portable/expected/$name.diff no longer applies to test/expected/$name.out: review it" >&2
-      return 1; }
-  fi
+  for f in "$ROOT/test/expected/$name.out" "$ROOT/test/expected/${name}"_[0-9].out; do
+    [ -f "$f" ] || continue
+    alt=$(basename "$f")
+    cp "$f" "$OUT/test/expected/$alt"
+    if [ -f "$HERE/expected/$name.diff" ]; then
+      patch -s --no-backup-if-mismatch "$OUT/test/expected/$alt" "$HERE/expected/$name.diff" || {
+        echo "portable: test/portable/expected/$name.diff no longer applies to test/expected/$alt: review it" >&2
+        return 1; }
+    fi
+  done
 }
 
 shopt -s nullglob
@@ -87,8 +92,8 @@ cat "$log"
 for f in "$OUT/test/regression.diffs" "$OUT/test/isolation_output/regression.diffs"; do
   [ -s "$f" ] && { echo "--- $f"; head -c 20000 "$f"; }
 done
-passed=$(grep -cE '^(test| ) +[^ ]+ +\.\.\. ok' "$log")
-failed=$(grep -cE '^(test| ) +[^ ]+ +\.\.\. FAILED' "$log")
+source "$ROOT/scripts/lib/pg-regress-counts.sh"
+read -r passed failed < <(pg_regress_counts "$log")
 [ $rc -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
 if [ "$failed" -eq 0 ] && [ -z "$KEEP_OUT" ]; then
   rm -rf "$OUT"; echo "portable: $passed passed, $failed failed"

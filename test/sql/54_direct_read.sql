@@ -1,6 +1,6 @@
 -- claim's first look and lookup() read the key's row with a direct
 -- primary-key probe where that is safe, with idempotency.keys' OID and column
--- numbers cached per backend (extension/direct_read.hpp). Every case here runs
+-- numbers cached per backend (extension/keys/direct_read.hpp). Every case here runs
 -- in one session after the cache was filled, changes the table under it, and
 -- checks that the next claim and lookup answer from the table as it is now.
 SET client_min_messages = warning;

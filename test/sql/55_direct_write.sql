@@ -1,5 +1,5 @@
 -- A new key's INSERT and finish()'s UPDATE go straight to the table and its
--- indexes where that is safe (extension/direct_write.hpp), and through the SPI
+-- indexes where that is safe (extension/keys/direct_write.hpp), and through the SPI
 -- statement otherwise. Both must leave the same rows and index entries, and
 -- the statement must take over wherever triggers, constraints, defaults or
 -- isolation need it. amcheck's heapallindexed check proves every index

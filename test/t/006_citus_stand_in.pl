@@ -1,4 +1,4 @@
-# The extension's Citus code paths (extension/citus.cpp) without Citus: a
+# The extension's Citus code paths (extension/keys/citus.cpp) without Citus: a
 # stand-in for the parts of Citus' catalog the extension reads (a "citus" row
 # in pg_extension, pg_dist_partition, pg_dist_shard, pg_dist_placement,
 # pg_dist_local_group, shard_name()) and plain tables named as Citus names

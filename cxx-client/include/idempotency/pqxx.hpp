@@ -1,14 +1,14 @@
 // <idempotency/pqxx.hpp> — execute() inside an existing libpqxx transaction.
 //
 // Header-only and optional: include it only in code that already uses
-// libpqxx (Debian's libpqxx-dev, 6.x API) and link libpqxx yourself. It needs
-// no PGconn*: the same SQL calls go through the caller's pqxx transaction.
+// libpqxx (6.4 to 8; libpqxx 8 needs C++20) and link libpqxx yourself. It
+// needs no PGconn*: the same SQL calls go through the caller's pqxx transaction.
 //
 //   pqxx::connection conn("dbname=app");
 //   pqxx::work tx(conn);
 //   auto r = idempotency::pqxx_execute(tx, "payments", key, fingerprint,
 //                                      [&](pqxx::transaction_base& t) {
-//     t.exec_params("INSERT INTO payments (amount) VALUES ($1)", 100);
+//     t.exec("INSERT INTO payments (amount) VALUES ($1)", pqxx::params{100});
 //     return idempotency::Response{201, "{\"id\": 1}", ""};
 //   });
 //   tx.commit();   // the key and the payment become durable together
@@ -21,6 +21,7 @@
 
 #include <pqxx/pqxx>
 
+#include <cstring>
 #include <functional>
 #include <optional>
 #include <string>
@@ -34,6 +35,54 @@ using PqxxHandler = std::function<Response(pqxx::transaction_base&)>;
 
 namespace pqxx_detail {
 
+// libpqxx up to 7.9 takes parameters through exec_params() and binary data as
+// binarystring; 7.10 deprecates both, 8 removes binarystring. From 7.10 on:
+// exec(sql, params) and pqxx::bytes.
+#if PQXX_VERSION_MAJOR > 7 || (PQXX_VERSION_MAJOR == 7 && PQXX_VERSION_MINOR >= 10)
+#define IDEMPOTENCY_PQXX_PARAMS 1
+#endif
+
+template <class... Args>
+pqxx::result exec(pqxx::transaction_base& tx, const std::string& sql, Args&&... args) {
+#ifdef IDEMPOTENCY_PQXX_PARAMS
+  return tx.exec(sql, pqxx::params{std::forward<Args>(args)...});
+#else
+  return tx.exec_params(sql, std::forward<Args>(args)...);
+#endif
+}
+
+template <class... Args>
+pqxx::row exec1(pqxx::transaction_base& tx, const std::string& sql, Args&&... args) {
+#ifdef IDEMPOTENCY_PQXX_PARAMS
+  return exec(tx, sql, std::forward<Args>(args)...).one_row();
+#else
+  return tx.exec_params1(sql, std::forward<Args>(args)...);
+#endif
+}
+
+// A bytea parameter from raw bytes.
+inline auto bytea(std::string_view s) {
+#ifdef IDEMPOTENCY_PQXX_PARAMS
+  pqxx::bytes b;
+  b.resize(s.size());
+  if (!s.empty()) std::memcpy(b.data(), s.data(), s.size());
+  return b;
+#else
+  return pqxx::binarystring(s.data(), s.size());
+#endif
+}
+
+// A bytea field's raw bytes (a pqxx::field, or libpqxx 8's field_ref).
+template <class Field>
+std::string bytea_text(const Field& f) {
+#ifdef IDEMPOTENCY_PQXX_PARAMS
+  const auto b = f.template as<pqxx::bytes>();
+  return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+#else
+  return pqxx::binarystring(f).str();
+#endif
+}
+
 inline std::string text_arg(std::string_view s) {
   // libpqxx sends text parameters NUL-terminated: refuse rather than truncate.
   if (s.find('\0') != std::string_view::npos) {
@@ -42,9 +91,10 @@ inline std::string text_arg(std::string_view s) {
   return std::string(s);
 }
 
-inline std::optional<TimePoint> micros(const pqxx::field& f) {
+template <class Field>
+std::optional<TimePoint> micros(const Field& f) {
   if (f.is_null()) return std::nullopt;
-  return TimePoint(std::chrono::duration_cast<Clock::duration>(std::chrono::microseconds(f.as<long long>())));
+  return TimePoint(std::chrono::duration_cast<Clock::duration>(std::chrono::microseconds(f.template as<long long>())));
 }
 
 template <class F>
@@ -54,7 +104,8 @@ auto translate(F&& f) -> decltype(f()) {
   } catch (const pqxx::broken_connection& e) {
     throw Error("08006", std::string("idempotency: connection lost: ") + e.what());
   } catch (const pqxx::sql_error& e) {
-    throw Error(e.sqlstate().empty() ? "XX000" : e.sqlstate(), e.what());
+    const std::string sqlstate(e.sqlstate());  // a std::string_view from libpqxx 8 on
+    throw Error(sqlstate.empty() ? "XX000" : sqlstate, e.what());
   }
 }
 
@@ -78,8 +129,8 @@ inline ClaimResult pqxx_claim(pqxx::transaction_base& tx, std::string_view scope
     const std::string ttl = interval(options.ttl), lease = interval(options.lease),
                       wait = interval(options.wait.value_or(std::chrono::milliseconds(0)));
     pqxx::row row = options.fingerprint
-                        ? tx.exec_params1(sql, s, k, pqxx::binarystring(*options.fingerprint), ttl, lease, wait)
-                        : tx.exec_params1(sql, s, k, nullptr, ttl, lease, wait);
+                        ? pqxx_detail::exec1(tx, sql, s, k, pqxx_detail::bytea(*options.fingerprint), ttl, lease, wait)
+                        : pqxx_detail::exec1(tx, sql, s, k, nullptr, ttl, lease, wait);
     ClaimResult r;
     const std::string outcome = row[0].as<std::string>();
     r.outcome = outcome == "claimed"    ? Outcome::Claimed
@@ -90,7 +141,7 @@ inline ClaimResult pqxx_claim(pqxx::transaction_base& tx, std::string_view scope
     if (!row[2].is_null()) r.attempt = row[2].as<int>();
     if (!row[3].is_null()) r.recovery_point = row[3].as<std::string>();
     if (!row[4].is_null()) {
-      r.response = Response{row[4].as<int>(), pqxx::binarystring(row[6]).str(),
+      r.response = Response{row[4].as<int>(), pqxx_detail::bytea_text(row[6]),
                             row[5].is_null() ? std::string() : row[5].as<std::string>()};
     }
     r.expires_at = pqxx_detail::micros(row[7]);
@@ -110,10 +161,10 @@ inline ClaimResult pqxx_claim(pqxx::transaction_base& tx, std::string_view scope
 inline bool pqxx_finish(pqxx::transaction_base& tx, std::string_view scope, std::string_view key, std::int64_t token,
                         const Response& response) {
   return pqxx_detail::translate([&] {
-    pqxx::row row = tx.exec_params1(
-        "SELECT idempotency.finish($1::text, $2::text, $3::int8, $4::int4, $5::bytea, NULLIF($6::text, '')::jsonb)",
+    pqxx::row row = pqxx_detail::exec1(
+        tx, "SELECT idempotency.finish($1::text, $2::text, $3::int8, $4::int4, $5::bytea, NULLIF($6::text, '')::jsonb)",
         pqxx_detail::text_arg(scope), pqxx_detail::text_arg(key), token, response.status,
-        pqxx::binarystring(response.body), response.headers_json);
+        pqxx_detail::bytea(response.body), response.headers_json);
     return row[0].as<bool>();
   });
 }
@@ -123,7 +174,7 @@ inline bool pqxx_finish(pqxx::transaction_base& tx, std::string_view scope, std:
 inline ClaimResult pqxx_execute(pqxx::transaction_base& tx, std::string_view scope, std::string_view key,
                                 const ClaimOptions& options, const PqxxHandler& handler) {
   // Plain SAVEPOINT statements: libpqxx 6's subtransaction does not issue its
-  // SAVEPOINT before exec_params(), so it cannot be relied on here.
+  // SAVEPOINT before a parameterised statement, so it cannot be relied on here.
   pqxx_detail::translate([&] { return tx.exec("SAVEPOINT idempotency_execute"); });
   try {
     ClaimResult r = pqxx_claim(tx, scope, key, options);
