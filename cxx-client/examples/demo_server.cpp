@@ -24,6 +24,7 @@
 
 #include "idempotency/client.hpp"
 #include "idempotency/httplib.hpp"
+#include "demo_telemetry.hpp"
 
 using idempotency::http::Reject;
 using nlohmann::json;
@@ -32,7 +33,6 @@ namespace {
 
 std::string g_conninfo;
 idempotency::ClientOptions g_client_options;  // --pooler: ClientOptions::pooler
-std::mutex g_log_mutex;
 
 // The one place that says how the service connects to the database.
 std::unique_ptr<idempotency::Client> connect_db() {
@@ -118,12 +118,14 @@ void count_payments(const httplib::Request&, httplib::Response& res, PGconn* con
 
 [[noreturn]] void usage() {
   std::cerr << "usage: idempotency-demo-server --listen HOST:PORT --db CONNINFO [--threads N]\n"
-               "         [--keep-alive REQUESTS] [--bench-routes] [--pooler]\n"
+               "         [--keep-alive REQUESTS] [--bench-routes] [--pooler] [--telemetry on|off]\n"
                "  --keep-alive     requests per HTTP connection (default 1: one per connection)\n"
                "  --bench-routes   also serve POST /bench/payments-plain: the same payment without\n"
                "                   the idempotency calls (bench/http/run compares the two)\n"
                "  --pooler         --db is a transaction pooler (PgBouncer pool_mode = transaction):\n"
-               "                   unnamed statements only, nothing kept between transactions\n";
+               "                   unnamed statements only, nothing kept between transactions\n"
+               "  --telemetry off  no observer at all (default on: outcomes in the log lines and, where\n"
+               "                   built with OpenTelemetry, spans: OTEL_TRACES_EXPORTER=console prints them)\n";
   std::exit(2);
 }
 
@@ -134,6 +136,7 @@ int main(int argc, char** argv) {
   int threads = 32;
   int keep_alive = 1;
   bool bench_routes = false;
+  bool telemetry = true;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--listen" && i + 1 < argc)
@@ -148,6 +151,8 @@ int main(int argc, char** argv) {
       bench_routes = true;
     else if (a == "--pooler")
       g_client_options.pooler = true;
+    else if (a == "--telemetry" && i + 1 < argc)
+      telemetry = std::string(argv[++i]) != "off";
     else
       usage();
   }
@@ -157,6 +162,9 @@ int main(int argc, char** argv) {
   const int port = std::atoi(listen.c_str() + colon + 1);
 
   setup_schema();
+  demo::Telemetry sdk;  // before any observer: it sets the global providers
+  const auto observer = sdk.observer(telemetry);
+  g_client_options.observer = observer;
 
   // SIGINT/SIGTERM stop the server cleanly (handled on a thread of our own).
   sigset_t signals;
@@ -177,18 +185,13 @@ int main(int argc, char** argv) {
   idempotency::http::Options options;
   options.scope = [](const httplib::Request&) { return std::string("payments"); };
   options.fingerprint = idempotency::http::FingerprintOf::JsonBody;  // idempotency.fingerprint(body)
+  options.observer = observer;
   idempotency::http::Middleware idempotent(pool, options);
   server.Post("/payments", idempotent.wrap(create_payment));
   server.Get("/payments/count", idempotent.transaction(count_payments));
   // The baseline of bench/http: the same business logic in a plain transaction.
   if (bench_routes) server.Post("/bench/payments-plain", idempotent.transaction(create_payment));
-  server.set_logger([](const httplib::Request& req, const httplib::Response& res) {
-    std::lock_guard<std::mutex> lock(g_log_mutex);
-    std::printf("%s %s %d key=%s%s\n", req.method.c_str(), req.path.c_str(), res.status,
-                req.has_header("Idempotency-Key") ? req.get_header_value("Idempotency-Key").c_str() : "-",
-                res.has_header("Idempotent-Replayed") ? " replayed" : "");
-    std::fflush(stdout);
-  });
+  server.set_logger(demo::log_request);  // one JSON object a line, with trace_id
 
   std::thread stopper([&server, signals] {
     int sig = 0;
@@ -210,7 +213,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (listen_fd >= 0) ::listen(listen_fd, 1024);
-  std::printf("idempotency-demo-server listening on %s:%d\n", host.c_str(), port);
+  std::printf("{\"level\": \"info\", \"msg\": \"idempotency-demo-server listening on %s:%d\", \"opentelemetry\": %s}\n",
+              host.c_str(), port, demo::Telemetry::built_with_opentelemetry() ? "true" : "false");
   std::fflush(stdout);
-  return server.listen_after_bind() ? 0 : 1;
+  const bool ok = server.listen_after_bind();
+  g_client_options.observer.reset();
+  return ok ? 0 : 1;
 }

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <memory>
 
+#include "observed_call.hpp"
+
 namespace idempotency {
 
 namespace {
@@ -494,6 +496,9 @@ struct Detail {
   }
 
   static Result run(Client& c, StatementId id, Params& p, const char* what) {
+    return detail::observed_call(c.options_.observer.get(), what, c.conn_, [&] { return run_unobserved(c, id, p, what); });
+  }
+  static Result run_unobserved(Client& c, StatementId id, Params& p, const char* what) {
     ensure_open(c, what);
     if (!c.options_.pooler && !always_unnamed(id)) {
       // Outside a transaction block a failed statement changed nothing.
@@ -568,6 +573,11 @@ struct Detail {
   // our named statements), otherwise the statement's one-row result returned.
   static Result pipelined(Client& c, const char* before, StatementId id, Params& p, const char* after,
                           const char* what) {
+    return detail::observed_call(c.options_.observer.get(), what, c.conn_,
+                                 [&] { return pipelined_unobserved(c, before, id, p, after, what); });
+  }
+  static Result pipelined_unobserved(Client& c, const char* before, StatementId id, Params& p, const char* after,
+                                     const char* what) {
     ensure_open(c, what);
     const bool unnamed = c.options_.pooler || always_unnamed(id);
     const Statement& s = statement(id);

@@ -14,12 +14,15 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "idempotency/observer.hpp"
 
 // libpq's connection handle; include <libpq-fe.h> to use it directly.
 typedef struct pg_conn PGconn;
@@ -124,6 +127,8 @@ struct ClientOptions {
   // another (libpq pipeline mode, libpq >= 14), in both modes; false (or a
   // libpq without pipelining) sends each statement on its own.
   bool pipeline = true;
+  // Told about every idempotency.* call (see <idempotency/observer.hpp>); none: nothing is measured.
+  std::shared_ptr<Observer> observer;
 };
 
 // The handler of execute(): runs inside the transaction that holds the key,

@@ -56,6 +56,7 @@
 #include <vector>
 
 #include "idempotency/client.hpp"
+#include "idempotency/httplib_observe.hpp"
 
 namespace idempotency::http {
 
@@ -210,6 +211,8 @@ struct Options {
   // with the same key.
   std::chrono::milliseconds pool_wait = std::chrono::seconds(2);
   std::chrono::seconds busy_retry_after = std::chrono::seconds(1);
+  // Told about every request (see <idempotency/observer.hpp>); none: nothing is measured.
+  std::shared_ptr<Observer> observer;
 };
 
 // The route's business logic: runs inside the transaction that holds the key,
@@ -325,7 +328,10 @@ class Middleware {
   httplib::Server::Handler wrap(Handler handler) const { return wrap(defaults_, std::move(handler)); }
   httplib::Server::Handler wrap(Options options, Handler handler) const {
     return [this, options = std::move(options), handler = std::move(handler)](
-               const httplib::Request& req, httplib::Response& res) { serve(options, handler, req, res); };
+               const httplib::Request& req, httplib::Response& res) {
+      detail::ObservedRequest seen(options.observer.get(), req, res);
+      serve(options, handler, req, res, seen);
+    };
   }
   // The handler in a plain transaction on a pooled connection, no key involved
   // (the same error handling): for routes that need no idempotency.
@@ -339,10 +345,12 @@ class Middleware {
   const Options& defaults() const noexcept { return defaults_; }
 
  private:
-  void serve(const Options& o, const Handler& handler, const httplib::Request& req, httplib::Response& res) const {
+  void serve(const Options& o, const Handler& handler, const httplib::Request& req, httplib::Response& res,
+             detail::ObservedRequest& seen) const {
     std::optional<std::string> key;
     if (!o.key_header.empty() && req.has_header(o.key_header.c_str())) key = req.get_header_value(o.key_header.c_str());
     if ((key && !valid_key(*key)) || (!key && o.key_required)) {
+      seen.rejected();
       return detail::send(res, error_reply(400, "missing_idempotency_key",
                                            "this endpoint requires an " + o.key_header + " header of 1 to 255 bytes"));
     }
@@ -350,6 +358,7 @@ class Middleware {
     bool in_handler = false;
     try {
       const std::string scope = !key ? std::string() : o.scope ? o.scope(req) : req.method + " " + req.path;
+      if (key) seen.key(*key, scope);
       lease.emplace(pool_.acquire(o.pool_wait));
       Client& client = **lease;
       auto run = [&](PGconn* conn) {
@@ -376,12 +385,15 @@ class Middleware {
       }
       ClaimOptions claim = o.claim;
       claim.fingerprint.reset();  // the fingerprint is the request's (or none), never a fixed one
+      seen.before_claim(claim);
       ClaimResult r =
           o.fingerprint == FingerprintOf::Nothing
               ? client.execute(scope, *key, claim, run)
               : client.execute_json(scope, *key, detail::fingerprint_document(req, o.fingerprint), run, claim);
+      seen.answered(r, client);
       if (r.outcome != Outcome::Claimed) detail::send(res, to_http(r));  // the handler did not run
     } catch (const Reject& e) {
+      seen.rejected();
       detail::send(res, e.reply);
     } catch (const PoolExhausted& e) {
       detail::send(res, busy(o, e.what()));
@@ -390,10 +402,12 @@ class Middleware {
       // otherwise res holds the handler's own 5xx answer; nothing was stored.
     } catch (const Error& e) {
       const std::string& state = e.sqlstate();
+      seen.failed(state);
       if (e.connection_error() || lost(lease)) {
         detail::send(res, unavailable(e.what()));
       } else if (!in_handler && (state == "22P02" || state == "22P05" || state == "22021")) {
         // jsonb refused the fingerprint's document (malformed JSON, \u0000, bad UTF-8): nothing was claimed.
+        seen.rejected();
         detail::send(res,
                      error_reply(400, "malformed_json", std::string("the request is not valid JSON: ") + e.what()));
       } else {
