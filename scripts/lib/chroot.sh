@@ -136,12 +136,12 @@ chroot_ensure() {
   chroot_packages "$major"
 }
 
-# The packages common.sh lists for the matrix, for this major; only the missing.
+# The packages common.sh lists for the matrix and the chroots, for this major; only the missing.
 chroot_packages() {
   local major=$1 root apt missing
   root=$(chroot_root "$major")
   apt=$(chroot_apt_opts "$major")
-  missing=$(PG_MAJOR=$major PG_BIN= bash -c 'source "$1"; printf "%s\n" "${MATRIX_PACKAGES[@]}"' _ "$REPO_ROOT/scripts/lib/common.sh" |
+  missing=$(PG_MAJOR=$major PG_BIN= bash -c 'source "$1"; printf "%s\n" "${MATRIX_PACKAGES[@]}" "${CHROOT_PACKAGES[@]}"' _ "$REPO_ROOT/scripts/lib/common.sh" |
     while read -r p; do
       chroot "$root" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"
     done | tr '\n' ' ')

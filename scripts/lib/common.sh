@@ -24,6 +24,10 @@ MATRIX_PACKAGES=(
   libcpp-httplib-dev nlohmann-json3-dev libhiredis-dev curl
   python3 patch procps iproute2
 )
+# Only in the chroots (Debian 13 and later ship them, Debian 12 does not): the
+# OpenTelemetry adapter's build and tests; trixie's opentelemetry-cpp needs
+# Abseil's headers without depending on them.
+CHROOT_PACKAGES=(opentelemetry-cpp-dev libabsl-dev)
 # The host's suites need these as well.
 DEB_PACKAGES=(
   "${MATRIX_PACKAGES[@]}"
@@ -35,8 +39,8 @@ DEB_PACKAGES=(
   nodejs wrk
   prometheus prometheus-postgres-exporter
 )
-# Inside a chroot of scripts/lib/chroot.sh (PGI_CHROOT=1) only the matrix's.
-[ -n "${PGI_CHROOT:-}" ] && DEB_PACKAGES=("${MATRIX_PACKAGES[@]}")
+# Inside a chroot of scripts/lib/chroot.sh (PGI_CHROOT=1) only the matrix's and the chroots' own.
+[ -n "${PGI_CHROOT:-}" ] && DEB_PACKAGES=("${MATRIX_PACKAGES[@]}" "${CHROOT_PACKAGES[@]}")
 # Extra apt-get options (sid's Release file may be past its Valid-Until).
 APT_OPTS=${APT_OPTS:-}
 
