@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Mapping, Optional, Sequence, Union
 
-# A stored header's value: one string, or a list for a header sent more than
-# once that cannot be joined with commas (Set-Cookie).
+# A stored header's value: one string, or the list of its values for a header
+# sent more than once (as the Node and C++ middleware store it).
 HeaderValue = Union[str, Sequence[str]]
 Duration = Union[timedelta, int, float, None]  # int/float: seconds
 

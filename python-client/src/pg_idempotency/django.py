@@ -11,8 +11,7 @@ so the view (ORM or raw cursor) runs inside the transaction that holds the key
 and its writes commit or roll back with it. The behaviour is the ASGI
 middleware's (and the C++ and Node ones'): 400 without a valid key where it is
 required, the same fingerprints, replay byte for byte with
-"Idempotent-Replayed: true" (Set-Cookie included when listed in
-replay_headers), 409 with Retry-After, 422, 503 when the database is lost. A
+"Idempotent-Replayed: true" (Set-Cookie included), 409 with Retry-After, 422, 503 when the database is lost. A
 view that raises Reject, raises anything else or answers 500 or more stores
 nothing. Django keeps one connection per thread, so the server's threads bound
 the connections; PG_IDEMPOTENCY_MAX_CONNECTIONS = N bounds the requests of these

@@ -9,8 +9,8 @@ and a Node service:
   space do not count), for any other body {"method", "path", "body_hex"};
   an empty body is no body whatever its Content-Type;
 - the stored headers are one flat JSON object, name -> value; a header the
-  route sent more than once is joined with ", " (RFC 9110), except
-  Set-Cookie, which cannot be joined and is stored as a list of values.
+  route sent more than once is stored as the list of its values, in order
+  (Set-Cookie cannot be joined with commas), and replayed as that many lines.
 """
 from __future__ import annotations
 
@@ -26,13 +26,12 @@ MAX_KEY_BYTES = 255
 MAX_BODY = 1024 * 1024
 
 # Not stored by default: per-message, hop-by-hop, or the replay marker. Set-Cookie
-# is replayed only when a route lists it in replay_headers (as in C++ and Node).
+# is stored and replayed, as in C++ and Node: a retried login gets its session
+# too. Scope keys per user when responses carry cookies.
 DEFAULT_SKIPPED = frozenset({
-    "content-length", "connection", "keep-alive", "transfer-encoding", "date", "set-cookie",
+    "content-length", "connection", "keep-alive", "transfer-encoding", "date",
     "idempotent-replayed",
 })
-# Sent more than once, never joined with commas (RFC 6265).
-NOT_JOINABLE = frozenset({"set-cookie"})
 
 
 @dataclass
@@ -69,7 +68,7 @@ class Options:
     fingerprint: "request" (method + path + body), "json-body"
       (idempotency.fingerprint(body); the body must be JSON) or "none".
     replay_headers: the response headers stored and replayed (any case);
-      None: every header the route set but Date, Set-Cookie and hop-by-hop ones.
+      None: every header the route set but Date and hop-by-hop ones.
     ttl, lease, wait: as claim() takes them (timedelta or seconds); None: the
       server's settings, wait 0.
     """
@@ -169,14 +168,11 @@ def stored_headers(headers: Iterable[tuple[str, str]], replay_headers: Optional[
             continue
         if lower not in names:
             names[lower] = name
-            out[name] = [value] if lower in NOT_JOINABLE else value
-        elif lower in NOT_JOINABLE:
+            out[name] = value
+        elif isinstance(out[names[lower]], list):
             out[names[lower]].append(value)
-        else:
-            out[names[lower]] += ", " + value
-    for lower, name in names.items():  # a single Set-Cookie stays a plain string
-        if lower in NOT_JOINABLE and len(out[name]) == 1:
-            out[name] = out[name][0]
+        else:  # sent again: the list of its values, as Node and C++ store it
+            out[names[lower]] = [out[names[lower]], value]
     return out or None
 
 
