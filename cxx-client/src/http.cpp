@@ -175,10 +175,10 @@ struct JsonReader {
     ws();
     if (i < s.size() && s[i] == '"') return string();
     std::size_t start = i;
-    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ' ' && s[i] != '\n') ++i;
+    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' && s[i] != '\n') ++i;
     if (start == i) fail("expected a value");
     std::string_view v = s.substr(start, i - start);
-    if (v.front() == '{' || v.front() == '[') fail("nested values are not headers");
+    if (v.front() == '{' || v.front() == '[') fail("nested values are not headers (only strings, scalars and arrays of them)");
     return std::string(v);
   }
 };
@@ -195,7 +195,15 @@ std::vector<std::pair<std::string, std::string>> parse_headers_json(std::string_
     do {
       std::string name = r.string();
       if (!r.eat(':')) r.fail("expected ':'");
-      out.emplace_back(std::move(name), r.scalar());
+      if (r.eat('[')) {  // a header sent more than once (e.g. two Set-Cookie lines): one line per value
+        if (!r.eat(']')) {
+          do out.emplace_back(name, r.scalar());
+          while (r.eat(','));
+          if (!r.eat(']')) r.fail("expected ']'");
+        }
+      } else {
+        out.emplace_back(std::move(name), r.scalar());
+      }
     } while (r.eat(','));
     if (!r.eat('}')) r.fail("expected '}'");
   }

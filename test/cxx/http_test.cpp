@@ -93,6 +93,21 @@ TEST(Http, ParseHeadersJson) {
   EXPECT_THROW(parse_headers_json("[1]"), Error);
 }
 
+// A header stored as an array (sent more than once, as Node and Python store
+// two Set-Cookie lines) is one pair per value, in order; deeper nesting is refused.
+TEST(Http, ParseHeadersJsonArraysAreRepeatedHeaders) {
+  auto h = parse_headers_json(R"({"Set-Cookie": ["a=1; Path=/", "b=\u00e9"], "X": "y", "Empty": [], "N": [1,true]})");
+  ASSERT_EQ(h.size(), 5u);
+  EXPECT_EQ(h[0], (std::pair<std::string, std::string>{"Set-Cookie", "a=1; Path=/"}));
+  EXPECT_EQ(h[1], (std::pair<std::string, std::string>{"Set-Cookie", "b=\xc3\xa9"}));
+  EXPECT_EQ(h[2], (std::pair<std::string, std::string>{"X", "y"}));
+  EXPECT_EQ(h[3], (std::pair<std::string, std::string>{"N", "1"}));
+  EXPECT_EQ(h[4], (std::pair<std::string, std::string>{"N", "true"}));
+  EXPECT_THROW(parse_headers_json(R"({"a": [["x"]]})"), Error);
+  EXPECT_THROW(parse_headers_json(R"({"a": [{"b": 1}]})"), Error);
+  EXPECT_THROW(parse_headers_json(R"({"a": ["x")"), Error);
+}
+
 TEST(Http, JsonQuote) { EXPECT_EQ(json_quote("a\"b\\c\n\x01"), "\"a\\\"b\\\\c\\n\\u0001\""); }
 
 TEST(Http, OutcomeNames) {

@@ -7,9 +7,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -123,6 +125,48 @@ void work(const httplib::Request& req, httplib::Response& res, PGconn* conn) {
   res.set_content(body, "application/octet-stream");
 }
 
+// Two Set-Cookie lines (stored by default, as the Node middleware does), and
+// the request's Content-Type echoed back so that a test can see what it sent.
+void cookies(const httplib::Request& req, httplib::Response& res, PGconn*) {
+  res.status = 201;
+  res.set_header("Set-Cookie", "session=abc; Path=/; HttpOnly");
+  res.set_header("Set-Cookie", "theme=dark; Path=/");
+  res.set_header("X-Request-Content-Type", req.get_header_value("Content-Type"));
+  res.set_content("cookies " + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()),
+                  "text/plain");
+}
+
+// The values of every `name` line of a response, in order.
+std::vector<std::string> header_lines(const httplib::Response& res, const std::string& name) {
+  std::vector<std::string> out;
+  auto [from, to] = res.headers.equal_range(name);
+  for (auto it = from; it != to; ++it) out.push_back(it->second);
+  return out;
+}
+
+// What node-client/lib/fingerprint.js's fingerprintDocument() gives for a
+// request (method POST, `path`, `content_type`) with the body `hex` (raw bytes
+// in hex; text: null, as the Express middleware passes for a non-JSON or empty
+// body) in `mode`, run by node itself.
+std::string node_fingerprint_document(const std::string& path, const std::string& content_type, const std::string& hex,
+                                      const std::string& mode = "request") {
+  std::string file = __FILE__;
+  const std::string root = file.substr(0, file.rfind("test/cxx/"));
+  const std::string script =
+      "const f = require(process.argv[1]); const raw = Buffer.from(process.argv[5], \"hex\");"
+      "process.stdout.write(f.fingerprintDocument({method: \"POST\", url: process.argv[2],"
+      " headers: {\"content-type\": process.argv[3]}}, raw, null, process.argv[4]));";
+  const std::string command = "node -e '" + script + "' '" + root + "node-client/lib/fingerprint.js' '" + path +
+                              "' '" + content_type + "' '" + mode + "' '" + hex + "'";
+  FILE* p = popen(command.c_str(), "r");
+  if (!p) throw std::runtime_error("cannot run node");
+  std::string out;
+  char buf[512];
+  for (std::size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  if (pclose(p) != 0) throw std::runtime_error("node failed: " + command);
+  return out;
+}
+
 // An httplib server on a free loopback port with the middleware's routes.
 class Service {
  public:
@@ -143,6 +187,7 @@ class Service {
     custom.replay_headers = {"Location", "Content-Type"};
     server_.Post("/custom", idem_.wrap(custom, work));
     server_.Post("/plain", idem_.transaction(work));
+    server_.Post("/cookies", idem_.wrap(cookies));
     port_ = server_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread([this] { server_.listen_after_bind(); });
     // bind_to_any_port already listens: requests queue until the accept loop runs.
@@ -484,4 +529,91 @@ TEST(Middleware, FingerprintDocumentsAreTheDocumentedOnes) {
                 "FROM idempotency.keys WHERE scope = 'tenant:t1' AND key = $1",
                 {raw_key}),
             "t");
+}
+
+// A header the route sends twice is stored as a JSON array of its values (the
+// Node middleware's shape) and replayed as two lines; Set-Cookie is stored by
+// default, as in Node.
+TEST(Middleware, TwoSetCookieLinesAreStoredAsAnArrayAndReplayedAsTwoLines) {
+  Service s;
+  const auto key = unique("k");
+  auto first = s.post("/cookies", key, "{}");
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->status, 201);
+  const std::vector<std::string> sent = {"session=abc; Path=/; HttpOnly", "theme=dark; Path=/"};
+  EXPECT_EQ(header_lines(*first, "Set-Cookie"), sent);
+  EXPECT_EQ(sql("SELECT response_headers -> 'Set-Cookie' FROM idempotency.keys WHERE scope = 'tenant:t1' AND key = $1",
+                {key}),
+            R"(["session=abc; Path=/; HttpOnly", "theme=dark; Path=/"])");
+  EXPECT_EQ(sql("SELECT jsonb_typeof(response_headers -> 'X-Request-Content-Type') FROM idempotency.keys "
+                "WHERE scope = 'tenant:t1' AND key = $1",
+                {key}),
+            "string");  // a header sent once stays a string
+  auto again = s.post("/cookies", key, "{}");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 201);
+  EXPECT_EQ(again->get_header_value("Idempotent-Replayed"), "true");
+  EXPECT_EQ(header_lines(*again, "Set-Cookie"), sent);
+  EXPECT_EQ(again->body, first->body);
+}
+
+// A key completed by another language's middleware (written here through SQL
+// as node-client stores it: claim with the request's fingerprint, finish with
+// a JSON array for the repeated header) replays in C++ as repeated lines,
+// not as 400 malformed_json.
+TEST(Middleware, ArrayStoredByNodeReplaysAsRepeatedLines) {
+  Service s;
+  const auto key = unique("k");
+  const std::string token = sql(
+      "SELECT (idempotency.claim($1::text, $2::text, idempotency.fingerprint($3::jsonb))).token",
+      {"tenant:t1", key, R"(["POST", "/work", {"amount": 5}])"});
+  ASSERT_FALSE(token.empty());
+  ASSERT_EQ(sql("SELECT idempotency.finish($1::text, $2::text, $3::int8, 201, convert_to('from node', 'UTF8'), $4::jsonb)",
+                {"tenant:t1", key, token,
+                 R"({"Content-Type": "text/plain", "Set-Cookie": ["a=1; Path=/", "b=2"], "Link": ["</x>; rel=next", "</y>; rel=prev"]})"}),
+            "t");
+  auto r = s.post("/work", key, R"({"amount": 5})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 201);
+  EXPECT_EQ(r->body, "from node");
+  EXPECT_EQ(r->get_header_value("Idempotent-Replayed"), "true");
+  EXPECT_EQ(header_lines(*r, "Set-Cookie"), (std::vector<std::string>{"a=1; Path=/", "b=2"}));
+  EXPECT_EQ(header_lines(*r, "Link"), (std::vector<std::string>{"</x>; rel=next", "</y>; rel=prev"}));
+  EXPECT_EQ(header_lines(*r, "Content-Type"), std::vector<std::string>{"text/plain"});
+  EXPECT_EQ(rows(key), 0);  // the handler never ran
+}
+
+// An empty body is no body, whatever its Content-Type: under application/json
+// it is not 400 malformed_json, and its fingerprint document is byte for byte
+// the Node middleware's (so is the compact form of any non-JSON body).
+TEST(Middleware, EmptyJsonBodyIsNoBodyAndFingerprintsAsNodeDoes) {
+  Service s;
+  const auto key = unique("k");
+  auto first = s.post("/cookies", key, "", "application/json");
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->get_header_value("X-Request-Content-Type"), "application/json");  // what the test names
+  EXPECT_EQ(first->status, 201) << first->body;
+  const std::string node_doc = node_fingerprint_document("/cookies", "application/json", "");
+  EXPECT_EQ(node_doc, R"({"method":"POST","path":"/cookies","body_hex":""})");
+  EXPECT_EQ(sql("SELECT fingerprint = idempotency.fingerprint($2::jsonb) FROM idempotency.keys "
+                "WHERE scope = 'tenant:t1' AND key = $1",
+                {key, node_doc}),
+            "t");
+  auto again = s.post("/cookies", key, "", "application/json");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->get_header_value("Idempotent-Replayed"), "true");
+
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/cookies";
+  req.set_header("Content-Type", "application/json");
+  EXPECT_EQ(http::detail::fingerprint_document(req, http::FingerprintOf::Request), node_doc);
+  EXPECT_EQ(http::detail::fingerprint_document(req, http::FingerprintOf::JsonBody),
+            node_fingerprint_document("/cookies", "application/json", "", "json-body"));
+  httplib::Request raw = req;
+  raw.headers.clear();
+  raw.set_header("Content-Type", "text/plain");
+  raw.body = "hi\n";
+  EXPECT_EQ(http::detail::fingerprint_document(raw, http::FingerprintOf::Request),
+            node_fingerprint_document("/cookies", "text/plain", "68690a"));
 }

@@ -247,8 +247,10 @@ HttpReply error_reply(int status, std::string_view code, std::string_view messag
 // Checks an Idempotency-Key header value: 1-255 bytes.
 bool valid_key(std::string_view key) noexcept;
 // Parses a flat JSON object of scalars into (name, value) pairs; string values
-// are unescaped, other scalars are kept as written. Throws Error 22P02 on
-// anything else.
+// are unescaped, other scalars are kept as written. An array of scalars (a
+// header sent more than once, as the Node and Python middleware store two
+// Set-Cookie lines) gives one pair per element, in order. Throws Error 22P02
+// on anything else.
 std::vector<std::pair<std::string, std::string>> parse_headers_json(std::string_view json);
 // Escapes s as a JSON string literal (with the quotes).
 std::string json_quote(std::string_view s);

@@ -17,9 +17,11 @@
 //  - reads the key header (Options::key_header, 1-255 bytes; 400 when required and absent or invalid);
 //  - takes the scope from Options::scope (default: method and path);
 //  - fingerprints method + path + body (canonical JSON via idempotency.fingerprint for JSON bodies,
-//    the raw bytes otherwise), or only the JSON body, or nothing (Options::fingerprint);
+//    the raw bytes otherwise; an empty body is no body, whatever its Content-Type), or only the JSON
+//    body, or nothing (Options::fingerprint);
 //  - claims the key, runs the handler on the same connection and transaction, stores the response
-//    (status, body and the headers worth replaying) with finish(), and commits: one transaction;
+//    (status, body and the headers worth replaying; a header sent more than once, e.g. two
+//    Set-Cookie lines, as a JSON array of its values) with finish(), and commits: one transaction;
 //  - replays a completed key byte for byte with "Idempotent-Replayed: true", answers 409 with
 //    Retry-After while another request holds the key, 422 when the key was used with another request;
 //  - answers 503 when the database connection is lost (the connection is dropped; the next request
@@ -190,7 +192,8 @@ class ConnectionPool {
 // What the request's fingerprint (checked against the key's) is made of.
 enum class FingerprintOf {
   Request,   // method + path + body: canonical JSON when Content-Type is JSON, raw bytes otherwise
-  JsonBody,  // idempotency.fingerprint(body): the body must be JSON (malformed: 400)
+             // (an empty body is no body: never 400, whatever its Content-Type)
+  JsonBody,  // idempotency.fingerprint(body): the body must be JSON (malformed: 400; empty: JSON null)
   Nothing,   // no fingerprint: a reused key always replays
 };
 
@@ -202,7 +205,9 @@ struct Options {
   std::function<std::string(const httplib::Request&)> scope;
   FingerprintOf fingerprint = FingerprintOf::Request;
   // Response headers stored and replayed (case-insensitive). Empty: every
-  // header the handler set except Date, Set-Cookie and hop-by-hop ones.
+  // header the handler set except Date and hop-by-hop ones; Set-Cookie is
+  // stored and replayed, as the Node middleware does (scope the keys per user
+  // when the cookies are a user's, or list the headers to keep here).
   std::vector<std::string> replay_headers;
   ClaimOptions claim;  // ttl, lease, wait (its fingerprint is ignored)
   // Backpressure: the longest a request waits for a free pooled connection;
@@ -261,44 +266,59 @@ inline std::string hex(std::string_view bytes) {
 // The JSON document whose idempotency.fingerprint() is the request's. A JSON
 // body goes in as a value, so that key order and white space do not count:
 // ["POST", "/payments", <body>]; any other body as hex of its bytes:
-// {"method": "POST", "path": "/payments", "body_hex": "..."}. (The Node
-// example builds the same documents: both services fingerprint alike.)
+// {"method":"POST","path":"/payments","body_hex":"..."}. An empty body is no
+// body, whatever its Content-Type: the second form with "body_hex":"" (and
+// JSON null for FingerprintOf::JsonBody). These are byte for byte the
+// documents node-client/lib/fingerprint.js builds, so a key moves between the
+// services (Python's fingerprint alike: jsonb ignores the spacing).
 inline std::string fingerprint_document(const httplib::Request& req, FingerprintOf what) {
-  if (what == FingerprintOf::JsonBody) return req.body;
-  if (is_json_content_type(req)) {
+  if (what == FingerprintOf::JsonBody) return req.body.empty() ? "null" : req.body;
+  if (!req.body.empty() && is_json_content_type(req)) {
     return "[" + json_quote(req.method) + ", " + json_quote(req.path) + ", " + req.body + "]";
   }
-  return "{\"method\": " + json_quote(req.method) + ", \"path\": " + json_quote(req.path) + ", \"body_hex\": \"" +
+  return "{\"method\":" + json_quote(req.method) + ",\"path\":" + json_quote(req.path) + ",\"body_hex\":\"" +
          hex(req.body) + "\"}";
 }
 
 inline bool is_default_skipped(const std::string& name) {
-  for (const char* skip : {"Content-Length", "Connection", "Keep-Alive", "Transfer-Encoding", "Date", "Set-Cookie",
+  for (const char* skip : {"Content-Length", "Connection", "Keep-Alive", "Transfer-Encoding", "Date",
                            "Idempotent-Replayed"}) {
     if (strcasecmp(name.c_str(), skip) == 0) return true;
   }
   return false;
 }
 
-// The handler's headers to replay, as the flat JSON object finish() stores.
+// The handler's headers to replay, as the JSON object finish() stores, in the
+// Node middleware's shape: a header sent once is a string, one sent several
+// times (two Set-Cookie lines, two Link lines) an array of its values, under
+// the name as first sent; parse_headers_json() replays it as that many lines.
+// (Not joined with commas: Set-Cookie cannot be, RFC 6265.)
 inline std::string stored_headers(const httplib::Response& res, const Options& o) {
-  std::vector<std::pair<std::string, std::string>> kept;
+  std::vector<std::pair<std::string, std::vector<std::string>>> kept;
   for (const auto& [name, value] : res.headers) {
     bool keep = o.replay_headers.empty() ? !is_default_skipped(name) : false;
     for (const auto& wanted : o.replay_headers) keep = keep || strcasecmp(wanted.c_str(), name.c_str()) == 0;
     if (!keep) continue;
-    bool merged = false;  // repeated headers become one, comma-separated (RFC 9110 5.3)
-    for (auto& [n, v] : kept) {
-      if (strcasecmp(n.c_str(), name.c_str()) == 0) {
-        v += ", " + value;
-        merged = true;
-      }
+    auto same = std::find_if(kept.begin(), kept.end(),
+                             [&](const auto& k) { return strcasecmp(k.first.c_str(), name.c_str()) == 0; });
+    if (same == kept.end()) {
+      kept.emplace_back(name, std::vector<std::string>{value});
+    } else {
+      same->second.push_back(value);
     }
-    if (!merged) kept.emplace_back(name, value);
   }
   if (kept.empty()) return std::string();
   std::string json = "{";
-  for (const auto& [n, v] : kept) json += (json.size() > 1 ? ", " : "") + json_quote(n) + ": " + json_quote(v);
+  for (const auto& [n, values] : kept) {
+    json += (json.size() > 1 ? ", " : "") + json_quote(n) + ": ";
+    if (values.size() == 1) {
+      json += json_quote(values.front());
+      continue;
+    }
+    json += "[";
+    for (std::size_t i = 0; i < values.size(); ++i) json += (i ? ", " : "") + json_quote(values[i]);
+    json += "]";
+  }
   return json + "}";
 }
 
