@@ -155,17 +155,33 @@ chroot_packages() {
 
 # The tree, without build outputs, into the chroot's $CHROOT_SRC. Outputs made
 # inside the chroot are kept (excluded from --delete), so rebuilds are incremental.
+#
+# make and CMake rebuild what is older than its sources, so a changed file must
+# arrive newer than every object made from it. Its mtime from the host's tree
+# says nothing of that: the trees synced here come from different worktrees and
+# branches, and a file checked out at 09:40 may replace one that objects were
+# built from at 09:47. Kept, that mtime left test objects compiled against an
+# older client.hpp linked with a client library compiled against the newer one
+# (ClaimOptions and ClaimResult had grown): every test using a Client failed with
+# std::bad_alloc. So files are compared by content (--checksum) and a changed
+# one gets the time of the sync (--no-times); unchanged ones keep theirs, and
+# rebuilds stay incremental.
+CHROOT_SYNC_STAMP=.pgi-sync-by-content
 chroot_sync() {
-  local root
+  local root compare=--checksum
   root=$(chroot_root "$1")
   command -v rsync >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rsync >/dev/null
   mkdir -p "$root$CHROOT_SRC"
-  rsync -a --delete \
+  # Objects left by syncs that kept the host's mtimes may be stale already:
+  # the first sync by content sends every file anew, so all is rebuilt once.
+  [ -e "$root$CHROOT_SRC/$CHROOT_SYNC_STAMP" ] || compare=--ignore-times
+  rsync -a --no-times "$compare" --delete --exclude="/$CHROOT_SYNC_STAMP" \
     --exclude=/.git --exclude=/build/ --exclude=/bench/out/ --exclude=node_modules/ \
     --exclude='*.o' --exclude='*.so' --exclude='*.bc' --exclude='*.d' \
     --exclude=/test/results/ --exclude=/test/regression.diffs --exclude=/test/regression.out \
     --exclude=/test/isolation_output/ --exclude=/test/log/ --exclude=/test/tmp_check/ \
     "$REPO_ROOT/" "$root$CHROOT_SRC/"
+  touch "$root$CHROOT_SRC/$CHROOT_SYNC_STAMP"
 }
 
 # chroot_prepare MAJOR: ready to run, with the current tree's extension built
