@@ -37,6 +37,11 @@ export interface ClaimOptions {
   lease?: Interval;
   /** How long to wait for another transaction that holds the key (default 0). */
   wait?: Interval;
+  /**
+   * A W3C traceparent stored with the key (extension 1.2; null stores none). Given, the result's
+   * traceContext is the stored one on a replay or in_progress.
+   */
+  traceContext?: string | null;
 }
 
 export interface ClaimResult {
@@ -50,6 +55,8 @@ export interface ClaimResult {
   response: StoredResponse | null;
   expiresAt: Date | null;
   lockedUntil: Date | null;
+  /** Only when the claim passed options.traceContext: the traceparent stored with the key. */
+  traceContext?: string | null;
 }
 
 export interface KeyRecord {
@@ -156,6 +163,13 @@ export interface TelemetryOptions {
   meterProvider?: { getMeter(name: string, version?: string): any };
   /** Record the raw key as pg_idempotency.key (default false: only its SHA-256 as pg_idempotency.key_hash). */
   recordRawKey?: boolean;
+  /**
+   * Store the request span's traceparent with the key, so that a replay's span links to the span that
+   * did the work (default true; needs extension 1.2: false for a database still at 1.0 or 1.1).
+   */
+  storeTraceContext?: boolean;
+  /** On a replay, one lookup() for pg_idempotency.first_execution.age (default true; recorded spans only). */
+  firstExecutionAge?: boolean;
 }
 
 export type Middleware = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => Promise<void>;

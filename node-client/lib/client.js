@@ -81,14 +81,20 @@ function claimResult(row) {
 }
 
 // options.fingerprint: the digest (Buffer, at most 64 bytes); options.request:
-// a JSON document (text or a value) whose idempotency.fingerprint() is taken.
+// a JSON document (text or a value) whose idempotency.fingerprint() is taken;
+// options.traceContext: a W3C traceparent to store with the key (extension 1.2;
+// result.traceContext is then the stored one on a replay or in_progress).
 async function claim(db, scope, key, options = {}) {
   const times = [interval(options.ttl, 'ttl'), interval(options.lease, 'lease'), interval(options.wait, 'wait') ?? '0'];
+  const traced = options.traceContext !== undefined;
+  if (traced) times.push(options.traceContext);
   const { rows } = options.request !== undefined && options.request !== null
-    ? await run(db, sql.CLAIM_REQUEST, [scope, key, typeof options.request === 'string'
+    ? await run(db, traced ? sql.CLAIM_REQUEST_TRACED : sql.CLAIM_REQUEST, [scope, key, typeof options.request === 'string'
       ? options.request : JSON.stringify(options.request), ...times], 'claim')
-    : await run(db, sql.CLAIM, [scope, key, bodyParam(options.fingerprint), ...times], 'claim');
-  return claimResult(rows[0]);
+    : await run(db, traced ? sql.CLAIM_TRACED : sql.CLAIM, [scope, key, bodyParam(options.fingerprint), ...times], 'claim');
+  const r = claimResult(rows[0]);
+  if (traced) r.traceContext = rows[0].trace_context ?? null;
+  return r;
 }
 
 // response: { status, body?: Buffer | string, headers?: object }

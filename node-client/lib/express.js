@@ -155,7 +155,9 @@ async function acquire(pool, timeoutMs, maxWaiting) {
 //   maxWaiting     most requests waiting for a connection at once (default: the pool's max); more: 503 at once
 //   retryAfter     the Retry-After of those 503 answers, in seconds (1)
 //   telemetry      OpenTelemetry spans and metrics when @opentelemetry/api is installed (lib/telemetry.js):
-//                  false: off; { tracerProvider, meterProvider, recordRawKey } to choose (default: the globals)
+//                  false: off; { tracerProvider, meterProvider, recordRawKey } to choose (default: the globals);
+//                  storeTraceContext: false for a database still at extension 1.0/1.1 (claim's trace_context is 1.2's);
+//                  firstExecutionAge: false saves a replay's lookup()
 function idempotency(options) {
   const o = {
     keyHeader: 'Idempotency-Key', keyRequired: true, fingerprint: 'request', limit: MAX_BODY,
@@ -237,11 +239,21 @@ function idempotency(options) {
       await client.query('BEGIN');
       let token = null;
       if (key !== undefined) {
-        const claimWith = o.fingerprint === 'none' ? claimOptions
+        const claimWith = o.fingerprint === 'none' ? { ...claimOptions }
           : { ...claimOptions, request: fingerprintDocument(req, raw, text, o.fingerprint) };
+        const traceContext = obs?.traceContext();
+        if (traceContext !== undefined) claimWith.traceContext = traceContext;
         const r = obs ? await obs.sql(client, 'idempotency.claim', () => api.claim(client, scope, key, claimWith))
           : await api.claim(client, scope, key, claimWith);
-        obs?.set({ outcome: r.outcome, attempt: r.attempt });
+        obs?.set({ outcome: r.outcome, attempt: r.attempt, storedTraceContext: r.traceContext ?? null });
+        if (r.outcome === 'replay' && obs?.wantsFirstExecutionAge()) {
+          try {  // a failure here must not fail the replay: the age is just not known
+            const k = await obs.sql(client, 'idempotency.lookup', () => api.lookup(client, scope, key));
+            if (k && k.completedAt) obs.set({ age: (Date.now() - new Date(k.completedAt).getTime()) / 1000 });
+          } catch {
+            // the ROLLBACK below ends the transaction whatever state the lookup left it in
+          }
+        }
         if (r.outcome !== 'claimed') {
           await client.query('ROLLBACK');
           releaseClient();

@@ -16,6 +16,12 @@
 // database conventions: db.system.name = postgresql, db.operation.name,
 // db.stored_procedure.name, db.namespace, server.address/port, and
 // db.response.status_code = the SQLSTATE and error.type on failure).
+// The claim stores the request's traceparent with the key (extension 1.2; off
+// with { storeTraceContext: false } for a database at 1.0 or 1.1); a replay (or
+// a 409 while another request holds the key) adds an INTERNAL child span
+// "pg_idempotency replay" ("... in_progress") with a span link to the span that
+// did the work and pg_idempotency.first_execution.age (seconds since the stored
+// answer was made; one lookup() per replay, { firstExecutionAge: false } off).
 // A request that failed (5xx) has no outcome; error.type says why, and its span
 // status is ERROR (server spans: 5xx only, never a 409 or a 422).
 //
@@ -40,8 +46,22 @@ function keyHash(key) {
   return crypto.createHash('sha256').update(key, 'utf8').digest('hex');
 }
 
-// options: false (off), or { tracerProvider, meterProvider, recordRawKey }; the
-// providers default to the global ones the SDK registers.
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+
+function traceparentOf(spanContext) {
+  return `00-${spanContext.traceId}-${spanContext.spanId}-${(spanContext.traceFlags & 0xff).toString(16).padStart(2, '0')}`;
+}
+
+// The span context a stored traceparent names, or null when it is malformed.
+function spanContextOf(traceparent) {
+  const m = typeof traceparent === 'string' ? TRACEPARENT.exec(traceparent) : null;
+  if (!m || /^0+$/.test(m[1]) || /^0+$/.test(m[2])) return null;
+  return { traceId: m[1], spanId: m[2], traceFlags: parseInt(m[3], 16), isRemote: true };
+}
+
+// options: false (off), or { tracerProvider, meterProvider, recordRawKey,
+// storeTraceContext, firstExecutionAge }; the providers default to the global
+// ones the SDK registers.
 function makeTelemetry(options) {
   if (options === false || !otel) return null;
   const o = options && typeof options === 'object' ? options : {};
@@ -71,21 +91,48 @@ function makeTelemetry(options) {
     const attributes = { 'http.request.method': req.method, 'url.path': path };
     let span;
     let parent;
+    let request;  // the request's span: the one a replay links to
     if (active && active.spanContext().traceId !== api.INVALID_TRACEID) {
       span = tracer.startSpan(`${NAME} ${req.method} ${path}`, { kind: api.SpanKind.INTERNAL, attributes });
+      request = active;
     } else {
       parent = api.propagation.extract(api.ROOT_CONTEXT, req.headers);
       span = tracer.startSpan(`${req.method} ${path}`, {
         kind: api.SpanKind.SERVER,
         attributes: { ...attributes, 'url.scheme': 'http', 'http.route': req.route?.path ?? path },
       }, parent);
+      request = span;
     }
+    const startTime = new Date();
     const context = api.trace.setSpan(api.context.active(), span);
-    const state = { outcome: null, scope: null, attempt: null, key: null, errorType: null };
+    const state = {
+      outcome: null, scope: null, attempt: null, key: null, errorType: null, storedTraceContext: null, age: null,
+    };
+
+    // The span that did the work, as a link on a child span (links are given
+    // when a span starts, and the stored context is known once the claim answered).
+    function linkToFirstExecution() {
+      const linked = spanContextOf(state.storedTraceContext);
+      if (!linked) return;
+      const a = { 'pg_idempotency.outcome': state.outcome ?? '' };
+      if (state.key !== null) a['pg_idempotency.key_hash'] = keyHash(state.key);
+      if (state.age !== null) a['pg_idempotency.first_execution.age'] = state.age;
+      tracer.startSpan(`${NAME} ${state.outcome ?? 'link'}`, {
+        kind: api.SpanKind.INTERNAL, attributes: a, links: [{ context: linked }], startTime,
+      }, context).end();
+    }
 
     return {
       context,
       set(fields) { Object.assign(state, fields); },
+      // The traceparent claim() stores with the key: the request's span's, when it is recorded.
+      traceContext() {
+        if (o.storeTraceContext === false || !request.isRecording()) return undefined;
+        const sc = request.spanContext();
+        return api.isSpanContextValid(sc) ? traceparentOf(sc) : undefined;
+      },
+      // A replay's pg_idempotency.first_execution.age is worth a lookup() only for a recorded span.
+      wantsFirstExecutionAge() { return o.firstExecutionAge !== false && span.isRecording(); },
       // fn() as the database call `fn` (idempotency.claim, ...), a CLIENT span.
       async sql(client, fn, call) {
         const p = client.connectionParameters || client;
@@ -115,11 +162,13 @@ function makeTelemetry(options) {
         }
         if (state.outcome) span.setAttribute('pg_idempotency.outcome', state.outcome);
         if (state.scope !== null) span.setAttribute('pg_idempotency.scope', state.scope);
-        if (state.attempt !== null && state.outcome === 'claimed') span.setAttribute('pg_idempotency.attempt', state.attempt);
+        if (state.attempt !== null && (state.outcome === 'claimed' || state.outcome === 'replay')) span.setAttribute('pg_idempotency.attempt', state.attempt);
         if (state.key !== null) {
           span.setAttribute('pg_idempotency.key_hash', keyHash(state.key));
           if (o.recordRawKey) span.setAttribute('pg_idempotency.key', state.key);
         }
+        if (state.age !== null && state.outcome === 'replay') span.setAttribute('pg_idempotency.first_execution.age', state.age);
+        if (state.storedTraceContext && (state.outcome === 'replay' || state.outcome === 'in_progress')) linkToFirstExecution();
         const labels = {};
         if (state.outcome) labels['pg_idempotency.outcome'] = state.outcome;
         if (state.errorType) {
@@ -143,4 +192,4 @@ function makeTelemetry(options) {
   return { startRequest, run };
 }
 
-module.exports = { makeTelemetry, keyHash, available: () => otel !== null };
+module.exports = { makeTelemetry, keyHash, spanContextOf, available: () => otel !== null };

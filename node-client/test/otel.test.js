@@ -4,7 +4,9 @@
 // middleware, nothing global): a payment, the same request again, a
 // concurrent duplicate, a mismatched one, a missing key, a failing claim and
 // a failing route; then the outcomes, the attributes, the database spans
-// under each request's span, and the metrics by outcome.
+// under each request's span, and the metrics by outcome. Then the link: a
+// payment, the same request again (its "pg_idempotency replay" span links to
+// the first request's span), a mismatched one.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
@@ -29,6 +31,8 @@ const exporter = new InMemorySpanExporter();
 const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
 const reader = new TestReader();
 const meterProvider = new MeterProvider({ readers: [reader] });
+const linkReader = new TestReader();  // the link test's metrics, apart from the first test's
+const linkMeterProvider = new MeterProvider({ readers: [linkReader] });
 const gates = new Map();  // key -> { started, go }: holds a route in flight
 
 function gate(key) {
@@ -81,6 +85,9 @@ before(async () => {
   const app = express();
   app.post('/pay', idempotency({ pool, scope: (req) => req.get('X-Scope') ?? 'otel', telemetry }), pay);
   app.post('/raw', idempotency({ pool, scope: () => 'otel-raw', telemetry: { ...telemetry, recordRawKey: true } }), pay);
+  app.post('/linked', idempotency({ pool, scope: () => 'otel-linked', telemetry: { tracerProvider, meterProvider: linkMeterProvider } }), pay);
+  app.post('/unlinked', idempotency({ pool, scope: () => 'otel-unlinked',
+    telemetry: { tracerProvider, meterProvider: linkMeterProvider, storeTraceContext: false } }), pay);
   app.post('/quiet', idempotency({ pool, scope: () => 'otel-quiet', telemetry: false }), pay);
   await new Promise((resolve) => { server = app.listen(0, '127.0.0.1', resolve); });
   base = `http://127.0.0.1:${server.address().port}`;
@@ -108,7 +115,7 @@ test('spans, database spans and metrics for claimed, replay, in_progress, mismat
   assert.equal(await post('/pay?fail=1', newKey('otel'), '{"amount": 6}'), 502);
   assert.equal(await post('/quiet', newKey('otel'), '{"amount": 7}'), 201);
 
-  const spans = await requestSpans(8);
+  const spans = (await requestSpans(8)).filter((s) => s.name === 'POST /pay');
   assert.equal(spans.length, 8);  // /quiet has none
   const outcomes = spans.map((s) => s.attributes['pg_idempotency.outcome'] ?? null).sort();
   assert.deepEqual(outcomes, ['claimed', 'claimed', 'in_progress', 'mismatch', 'rejected', 'replay', null, null].sort());
@@ -184,4 +191,69 @@ test('the raw key only when the application asks for it', async () => {
   assert.equal(span.attributes['pg_idempotency.key'], key);
   assert.equal(span.attributes['pg_idempotency.key_hash'], hash(key));
   assert.equal(span.attributes['pg_idempotency.scope'], 'otel-raw');
+});
+
+test('a replay links to the span of the request that did the work', async () => {
+  exporter.reset();
+  const key = newKey('otel');
+  assert.equal(await post('/linked', key, '{"amount": 10}'), 201);
+  const [first] = await requestSpans(1);
+  assert.equal(first.attributes['pg_idempotency.outcome'], 'claimed');
+  // The claim stored the first request's traceparent with the key.
+  const { rows: [stored] } = await pool.query(
+    'SELECT trace_context FROM idempotency.keys WHERE scope = $1 AND key = $2', ['otel-linked', key]);
+  const fc = first.spanContext();
+  assert.equal(stored.trace_context, `00-${fc.traceId}-${fc.spanId}-01`);
+
+  assert.equal(await post('/linked', key, '{"amount": 10}'), 201);  // the same request again: a replay
+  assert.equal(await post('/linked', key, '{"amount": 11}'), 422);  // mismatched
+  const spans = await requestSpans(3);
+  const replay = spans.find((s) => s.attributes['pg_idempotency.outcome'] === 'replay');
+  assert.ok(replay);
+  assert.notEqual(replay.spanContext().traceId, fc.traceId);  // a retry of its own, in a trace of its own
+  const age = replay.attributes['pg_idempotency.first_execution.age'];
+  assert.equal(typeof age, 'number');
+  assert.ok(age >= 0 && age < 60, `age ${age}`);
+  assert.equal(replay.attributes['pg_idempotency.attempt'], 1);
+
+  const internal = exporter.getFinishedSpans().filter((s) => s.kind === SpanKind.INTERNAL);
+  assert.equal(internal.length, 1);  // the replay's only: neither the claim nor the mismatch has one
+  const [link] = internal;
+  assert.equal(link.name, 'pg_idempotency replay');
+  assert.equal(parentOf(link), replay.spanContext().spanId);
+  assert.equal(link.spanContext().traceId, replay.spanContext().traceId);
+  assert.equal(link.links.length, 1);
+  assert.equal(link.links[0].context.traceId, fc.traceId);
+  assert.equal(link.links[0].context.spanId, fc.spanId);
+  assert.equal(link.attributes['pg_idempotency.outcome'], 'replay');
+  assert.equal(link.attributes['pg_idempotency.key_hash'], hash(key));
+  assert.equal(link.attributes['pg_idempotency.first_execution.age'], age);
+  // The age's lookup() is a database span of the replay.
+  assert.ok(exporter.getFinishedSpans().some((s) => s.name === 'SELECT idempotency.lookup' &&
+    parentOf(s) === replay.spanContext().spanId));
+  const mismatch = spans.find((s) => s.attributes['pg_idempotency.outcome'] === 'mismatch');
+  assert.equal(mismatch.attributes['http.response.status_code'], 422);
+
+  const { resourceMetrics, errors } = await linkReader.collect();
+  assert.deepEqual(errors, []);
+  const requests = resourceMetrics.scopeMetrics.flatMap((m) => m.metrics)
+    .find((m) => m.descriptor.name === 'pg_idempotency.requests');
+  const count = (outcome) => requests.dataPoints.filter((p) => p.attributes['pg_idempotency.outcome'] === outcome)
+    .reduce((sum, p) => sum + p.value, 0);
+  assert.equal(count('claimed'), 1);
+  assert.equal(count('replay'), 1);
+  assert.equal(count('mismatch'), 1);
+});
+
+test('storeTraceContext: false stores nothing and a replay has no link (extension 1.0 and 1.1)', async () => {
+  exporter.reset();
+  const key = newKey('otel');
+  assert.equal(await post('/unlinked', key, '{"amount": 12}'), 201);
+  assert.equal(await post('/unlinked', key, '{"amount": 12}'), 201);
+  const spans = await requestSpans(2);
+  assert.deepEqual(spans.map((s) => s.attributes['pg_idempotency.outcome']).sort(), ['claimed', 'replay']);
+  const { rows: [stored] } = await pool.query(
+    'SELECT trace_context FROM idempotency.keys WHERE scope = $1 AND key = $2', ['otel-unlinked', key]);
+  assert.equal(stored.trace_context, null);
+  assert.equal(exporter.getFinishedSpans().filter((s) => s.kind === SpanKind.INTERNAL).length, 0);
 });

@@ -23,6 +23,17 @@ CLAIM_JSON = _CLAIM_COLUMNS + (
     "idempotency.claim(%s::text, %s::text, idempotency.fingerprint(%s::jsonb), "
     "%s::interval, %s::interval, %s::interval) AS c"
 )
+# Extension 1.2: claim's seventh argument stores the request's W3C traceparent
+# with the key, claim_result.trace_context returns the stored one. Sent only
+# when the caller passes a trace context, so 1.0 and 1.1 keep working.
+_TRACED_COLUMNS = _CLAIM_COLUMNS.replace(" FROM ", ", c.trace_context FROM ")
+CLAIM_TRACED = _TRACED_COLUMNS + (
+    "idempotency.claim(%s::text, %s::text, %s::bytea, %s::interval, %s::interval, %s::interval, %s::text) AS c"
+)
+CLAIM_JSON_TRACED = _TRACED_COLUMNS + (
+    "idempotency.claim(%s::text, %s::text, idempotency.fingerprint(%s::jsonb), "
+    "%s::interval, %s::interval, %s::interval, %s::text) AS c"
+)
 FINISH = "SELECT idempotency.finish(%s::text, %s::text, %s::int8, %s::int4, %s::bytea, %s::jsonb)"
 CHECKPOINT = "SELECT idempotency.checkpoint(%s::text, %s::text, %s::int8, %s::text, %s::interval)"
 RELEASE = "SELECT idempotency.release(%s::text, %s::text, %s::int8)"
@@ -44,6 +55,10 @@ SAVEPOINT = "idempotency_execute"
 STATEMENTS_LOST = ("26000", "42P05")
 
 
+# claim()'s trace_context when none is passed (six arguments: any extension version).
+NO_TRACE_CONTEXT: Any = object()
+
+
 def interval(d: Duration) -> Optional[timedelta]:
     if d is None or isinstance(d, timedelta):
         return d
@@ -51,9 +66,12 @@ def interval(d: Duration) -> Optional[timedelta]:
 
 
 def claim_params(scope: str, key: str, fingerprint: Optional[bytes], request_json: Optional[str],
-                 ttl: Duration, lease: Duration, wait: Duration) -> tuple[str, tuple[Any, ...]]:
+                 ttl: Duration, lease: Duration, wait: Duration,
+                 trace_context: Any = NO_TRACE_CONTEXT) -> tuple[str, tuple[Any, ...]]:
     third: Any = request_json if request_json is not None else fingerprint
     params = (scope, key, third, interval(ttl), interval(lease), interval(wait) or timedelta(0))
+    if trace_context is not NO_TRACE_CONTEXT:
+        return (CLAIM_JSON_TRACED if request_json is not None else CLAIM_TRACED), params + (trace_context,)
     return (CLAIM_JSON if request_json is not None else CLAIM), params
 
 
@@ -83,7 +101,7 @@ def _bytes(value: Any) -> bytes:
 def decode_claim(row: Optional[Sequence[Any]]) -> ClaimResult:
     if row is None:
         raise IdempotencyError("XX000", "idempotency: claim returned no row")
-    outcome, token, attempt, recovery_point, status, headers, body, expires_at, locked_until = row
+    outcome, token, attempt, recovery_point, status, headers, body, expires_at, locked_until = row[:9]
     try:
         out = ClaimResult(Outcome(outcome))
     except ValueError:
@@ -95,6 +113,8 @@ def decode_claim(row: Optional[Sequence[Any]]) -> ClaimResult:
         out.response = Response(status, _bytes(body), _headers(headers))
     out.expires_at = expires_at
     out.locked_until = locked_until
+    if len(row) > 9:
+        out.trace_context = row[9]
     return out
 
 

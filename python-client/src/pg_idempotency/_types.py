@@ -53,6 +53,7 @@ class ClaimResult:
     response: Optional[Response] = None  # REPLAY: the stored one; execute() CLAIMED: the new one
     expires_at: Optional[datetime] = None
     locked_until: Optional[datetime] = None  # lease end (CLAIMED / IN_PROGRESS when known)
+    trace_context: Optional[str] = None  # claim(trace_context=...) only: the traceparent stored with the key
 
     @property
     def claimed(self) -> bool:

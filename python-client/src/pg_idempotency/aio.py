@@ -35,8 +35,8 @@ async def _call(handler: Callable[..., Any], conn: psycopg.AsyncConnection) -> A
 
 async def claim(conn: psycopg.AsyncConnection, scope: str, key: str, *, fingerprint: Optional[bytes] = None,
                 request_json: Optional[str] = None, ttl: Duration = None, lease: Duration = None,
-                wait: Duration = None) -> ClaimResult:
-    sql, params = st.claim_params(scope, key, fingerprint, request_json, ttl, lease, wait)
+                wait: Duration = None, trace_context: Any = st.NO_TRACE_CONTEXT) -> ClaimResult:
+    sql, params = st.claim_params(scope, key, fingerprint, request_json, ttl, lease, wait, trace_context)
     return st.decode_claim(await _one(conn, sql, params, "claim"))
 
 

@@ -38,6 +38,7 @@ from psycopg import pq
 
 from . import aio
 from .errors import IdempotencyError, is_connection_lost
+from . import otel
 from .http import (MALFORMED_JSON_STATES, MalformedJson, Options, Reject, Reply, RequestInfo, busy_reply,
                    error_reply, fingerprint_document, missing_key_reply, stored_headers, to_reply,
                    transaction_options, unavailable_reply, valid_key)
@@ -120,11 +121,16 @@ async def _send_reply(send: Callable[[dict], Awaitable[None]], reply: Reply, raw
 class IdempotencyMiddleware:
     """routes: {(METHOD, "/path"): Options} or a callable(asgi_scope) ->
     Options | None. acquire_timeout: the longest wait for a pooled connection
-    (seconds) before 503; busy_retry_after: its Retry-After."""
+    (seconds) before 503; busy_retry_after: its Retry-After. telemetry:
+    OpenTelemetry spans and metrics for requests with a key (pg_idempotency.otel),
+    on by default when opentelemetry-api is installed; False: off;
+    otel.Telemetry(store_trace_context=False) for a database still at
+    extension 1.0 or 1.1."""
 
     def __init__(self, app: Any, *, pool: Any, routes: Routes, acquire_timeout: float = 5.0,
-                 busy_retry_after: int = 1) -> None:
+                 busy_retry_after: int = 1, telemetry: Any = None) -> None:
         self.app = app
+        self.telemetry = otel.make_telemetry(telemetry)
         self.pool = pool
         self.routes = routes
         self.acquire_timeout = acquire_timeout
@@ -156,8 +162,28 @@ class IdempotencyMiddleware:
 
     async def _serve(self, o: Options, scope: dict, receive: Callable, send: Callable) -> None:
         headers = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in scope.get("headers", [])}
+        if self.telemetry is None or not o.key_header:
+            return await self._serve_observed(o, scope, headers, receive, send, None)
+        obs = self.telemetry.start(scope["method"], scope["path"], headers)
+        obs.attach()
+        status: list[int] = []
+
+        async def observed_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(int(message["status"]))
+            await send(message)
+
+        try:
+            await self._serve_observed(o, scope, headers, receive, observed_send, obs)
+        finally:
+            obs.end(status[0] if status else None)
+
+    async def _serve_observed(self, o: Options, scope: dict, headers: dict[str, str], receive: Callable,
+                              send: Callable, obs: Optional["otel.Observation"]) -> None:
         key = headers.get(o.key_header.lower()) if o.key_header else None
         if (key is not None and not valid_key(key)) or (key is None and o.key_required):
+            if obs:
+                obs.outcome = "rejected"
             return await _send_reply(send, missing_key_reply(o))
 
         # The whole body first: the fingerprint needs it, the route reads it again.
@@ -194,6 +220,8 @@ class IdempotencyMiddleware:
                 scope_name = o.scope(info) if o.scope else f"{info.method} {info.path}"
                 if inspect.isawaitable(scope_name):
                     scope_name = await scope_name
+                if obs:
+                    obs.scope, obs.key = scope_name, key
         except MalformedJson as e:
             return await _send_reply(send, error_reply(400, "malformed_json", f"the request is not valid JSON: {e}"))
         except Reject as e:
@@ -202,8 +230,12 @@ class IdempotencyMiddleware:
         try:
             conn = await self._acquire()
         except IdempotencyError as e:
+            if obs:
+                obs.error_type = "08006"
             return await _send_reply(send, unavailable_reply(str(e)))
         if conn is None:
+            if obs:
+                obs.error_type = "08004"  # as the C++ pool's timeout: no connection could be had
             return await _send_reply(send, busy_reply(self.busy_retry_after))
 
         captured = _Captured()
@@ -214,11 +246,7 @@ class IdempotencyMiddleware:
                 async with conn.transaction():
                     token = None
                     if key is not None:
-                        if document is None:
-                            result = await aio.claim(conn, scope_name, key, ttl=o.ttl, lease=o.lease, wait=o.wait)
-                        else:
-                            result = await aio.claim(conn, scope_name, key, request_json=document, ttl=o.ttl,
-                                                     lease=o.lease, wait=o.wait)
+                        result = await self._claim(conn, scope_name, key, document, o, obs)
                         if not result.claimed:
                             reply = to_reply(result)
                         token = result.token
@@ -236,8 +264,12 @@ class IdempotencyMiddleware:
                             raise _Rollback()
                         if token is not None:
                             stored = stored_headers(captured.text_headers(), o.replay_headers)
-                            await aio.finish(conn, scope_name, key, token,
-                                             Response(captured.status, captured.body, stored))
+                            response = Response(captured.status, captured.body, stored)
+                            if obs:
+                                async with obs.db(conn, "idempotency.finish"):
+                                    await aio.finish(conn, scope_name, key, token, response)
+                            else:
+                                await aio.finish(conn, scope_name, key, token, response)
             except _Rollback:
                 pass  # rolled back; the route's own answer goes out as it is
             if reply is None:
@@ -248,7 +280,11 @@ class IdempotencyMiddleware:
             return await _send_reply(send, error_reply(e.status, e.code, str(e)))
         except (IdempotencyError, psycopg.Error) as e:
             state = getattr(e, "sqlstate", None) or ""
+            if obs:
+                obs.error_type = state or None
             if is_connection_lost(conn, e) or (isinstance(e, IdempotencyError) and e.connection_error):
+                if obs:
+                    obs.error_type = state if state.startswith("08") else "08006"
                 return await _send_reply(send, unavailable_reply(str(e)))
             if not in_handler and state in MALFORMED_JSON_STATES:
                 return await _send_reply(send, error_reply(400, "malformed_json",
@@ -260,3 +296,31 @@ class IdempotencyMiddleware:
             return await _send_reply(send, error_reply(500, "internal_error", str(e) or type(e).__name__))
         finally:
             await self.pool.putconn(conn)
+
+    async def _claim(self, conn: psycopg.AsyncConnection, scope_name: str, key: str, document: Optional[str],
+                     o: Options, obs: Optional["otel.Observation"]):
+        """claim(), with its database span, the request's traceparent stored
+        with the key and, on a replay, the first execution's age."""
+        kwargs: dict[str, Any] = dict(ttl=o.ttl, lease=o.lease, wait=o.wait)
+        if document is not None:
+            kwargs["request_json"] = document
+        if obs is None:
+            return await aio.claim(conn, scope_name, key, **kwargs)
+        traceparent = obs.trace_context()
+        if traceparent is not None:
+            kwargs["trace_context"] = traceparent
+        async with obs.db(conn, "idempotency.claim"):
+            result = await aio.claim(conn, scope_name, key, **kwargs)
+        obs.outcome, obs.attempt = result.outcome.value, result.attempt
+        obs.stored_trace_context = result.trace_context
+        if result.replayed and obs.wants_first_execution_age():
+            try:  # a failure here must not fail the replay: the age is just not known
+                async with conn.transaction():  # a savepoint: a failed lookup leaves the claim's transaction usable
+                    async with obs.db(conn, "idempotency.lookup"):
+                        record = await aio.lookup(conn, scope_name, key)
+                if record is not None and record.completed_at is not None:
+                    from datetime import datetime, timezone
+                    obs.age = (datetime.now(timezone.utc) - record.completed_at).total_seconds()
+            except (IdempotencyError, psycopg.Error):
+                pass
+        return result

@@ -43,10 +43,12 @@ def _one(conn: psycopg.Connection, sql: str, params: tuple, what: str) -> Option
 
 def claim(conn: psycopg.Connection, scope: str, key: str, *, fingerprint: Optional[bytes] = None,
           request_json: Optional[str] = None, ttl: Duration = None, lease: Duration = None,
-          wait: Duration = None) -> ClaimResult:
+          wait: Duration = None, trace_context: Any = st.NO_TRACE_CONTEXT) -> ClaimResult:
     """idempotency.claim(); request_json: fingerprinted by the server
-    (idempotency.fingerprint) in the same statement, instead of fingerprint."""
-    sql, params = st.claim_params(scope, key, fingerprint, request_json, ttl, lease, wait)
+    (idempotency.fingerprint) in the same statement, instead of fingerprint.
+    trace_context: a W3C traceparent stored with the key (extension 1.2; the
+    result's trace_context is then the stored one on REPLAY / IN_PROGRESS)."""
+    sql, params = st.claim_params(scope, key, fingerprint, request_json, ttl, lease, wait, trace_context)
     return st.decode_claim(_one(conn, sql, params, "claim"))
 
 
