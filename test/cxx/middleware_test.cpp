@@ -6,6 +6,7 @@
 #include <libpq-fe.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -540,11 +541,20 @@ TEST(Middleware, TwoSetCookieLinesAreStoredAsAnArrayAndReplayedAsTwoLines) {
   auto first = s.post("/cookies", key, "{}");
   ASSERT_TRUE(first);
   ASSERT_EQ(first->status, 201);
+  // cpp-httplib keeps the lines of one header name in its own order, which
+  // differs between its versions (Debian 12's keeps them as set, 13's does
+  // not): compare them as sets. Cookies of different names do not depend on it.
+  const auto sorted = [](std::vector<std::string> v) {
+    std::sort(v.begin(), v.end());
+    return v;
+  };
   const std::vector<std::string> sent = {"session=abc; Path=/; HttpOnly", "theme=dark; Path=/"};
-  EXPECT_EQ(header_lines(*first, "Set-Cookie"), sent);
-  EXPECT_EQ(sql("SELECT response_headers -> 'Set-Cookie' FROM idempotency.keys WHERE scope = 'tenant:t1' AND key = $1",
-                {key}),
-            R"(["session=abc; Path=/; HttpOnly", "theme=dark; Path=/"])");
+  EXPECT_EQ(sorted(header_lines(*first, "Set-Cookie")), sent);
+  EXPECT_EQ(sql("SELECT jsonb_typeof(response_headers -> 'Set-Cookie') || ' ' || "
+                "(response_headers -> 'Set-Cookie' @> $2::jsonb AND jsonb_array_length(response_headers -> 'Set-Cookie') = 2) "
+                "FROM idempotency.keys WHERE scope = 'tenant:t1' AND key = $1",
+                {key, R"(["session=abc; Path=/; HttpOnly", "theme=dark; Path=/"])"}),
+            "array true");
   EXPECT_EQ(sql("SELECT jsonb_typeof(response_headers -> 'X-Request-Content-Type') FROM idempotency.keys "
                 "WHERE scope = 'tenant:t1' AND key = $1",
                 {key}),
@@ -553,7 +563,7 @@ TEST(Middleware, TwoSetCookieLinesAreStoredAsAnArrayAndReplayedAsTwoLines) {
   ASSERT_TRUE(again);
   EXPECT_EQ(again->status, 201);
   EXPECT_EQ(again->get_header_value("Idempotent-Replayed"), "true");
-  EXPECT_EQ(header_lines(*again, "Set-Cookie"), sent);
+  EXPECT_EQ(sorted(header_lines(*again, "Set-Cookie")), sent);
   EXPECT_EQ(again->body, first->body);
 }
 
@@ -587,6 +597,9 @@ TEST(Middleware, ArrayStoredByNodeReplaysAsRepeatedLines) {
 // it is not 400 malformed_json, and its fingerprint document is byte for byte
 // the Node middleware's (so is the compact form of any non-JSON body).
 TEST(Middleware, EmptyJsonBodyIsNoBodyAndFingerprintsAsNodeDoes) {
+  // Node computes the reference documents; the chroots of other PostgreSQL
+  // majors have no Node, the host's run has it.
+  if (std::system("command -v node >/dev/null 2>&1") != 0) GTEST_SKIP() << "node is not installed here";
   Service s;
   const auto key = unique("k");
   auto first = s.post("/cookies", key, "", "application/json");
