@@ -28,6 +28,20 @@ bool IsCitusTable(Oid relid);
 // idempotency.keys's oid, InvalidOid if it does not exist. Call inside PgCall.
 Oid KeysTable();
 
+// The most copies (placements) any shard of idempotency.keys has when Citus
+// distributes it by a column (hash, range or append; created with
+// citus.shard_replication_factor > 1, or copied since); 0 otherwise: Citus
+// absent, the table not distributed, or a reference or Citus local table
+// (whose row locks Citus runs). Citus refuses every row lock (FOR UPDATE) on
+// a table whose shards have more than one copy, which a takeover needs.
+// No SPI: scans of pg_dist_partition, pg_dist_shard and pg_dist_placement
+// (on the coordinator and on every worker with metadata, the default), cached
+// per backend until idempotency.keys's relcache entry is invalidated (Citus
+// does that whenever a placement of one of its shards is added or removed).
+// Without Citus the cached answer is 0 after one lookup. May raise a
+// PostgreSQL error: call inside PgCall.
+int KeysShardCopies();
+
 // The shards of idempotency.keys stored on this node that have a single
 // placement, as schema-qualified, quoted names (char*) in the current memory
 // context; NIL when there are none. A shard with more than one placement

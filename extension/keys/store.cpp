@@ -63,7 +63,8 @@ enum class Statement : std::size_t {
   InsertCompleted,
   TakeOverCompleted,
   InsertAbsent,
-  LockRowNowait,
+  LockRowSkipLocked,
+  RowExists,
   // 1.2: as Read, Insert, TakeOver and InsertAbsent, with trace_context
   // ($8 when writing). Only for a database at 1.2: before, the column is not there.
   ReadTraced,
@@ -146,9 +147,11 @@ const StatementText kStatements[] = {
     // is what it was given (a RETURNING list costs a projection and a result
     // tuple per key).
     {INSERT_COLUMNS ")" INSERT_VALUES ")", 7, {CLAIM_TYPES}},
-    // LockRowNowait: before a takeover on a Citus table, whose row waits
-    // happen on a worker where the caller's lock_timeout does not reach.
-    {"SELECT 1 FROM idempotency.keys AS k WHERE" KEY_IS "FOR UPDATE NOWAIT", 2, {TEXTOID, TEXTOID}},
+    // LockRowSkipLocked and RowExists: before a takeover on a Citus table,
+    // whose row waits happen on a worker where the caller's lock_timeout does
+    // not reach (see QuietRowLock).
+    {"SELECT 1 FROM idempotency.keys AS k WHERE" KEY_IS "FOR UPDATE SKIP LOCKED", 2, {TEXTOID, TEXTOID}},
+    {"SELECT 1 FROM idempotency.keys AS k WHERE" KEY_IS, 2, {TEXTOID, TEXTOID}},
     // ReadTraced
     {READ_COLUMNS ", k.trace_context" READ_FROM, 2, {TEXTOID, TEXTOID}},
     // InsertTraced: Insert's parameters, $8 trace_context
@@ -261,6 +264,48 @@ ClaimedRow Inserted(const NewClaim& claim) { return {true, false, 1, nullptr, cl
 
 namespace {
 
+// What QuietRowLock found.
+enum class RowLock {
+  Locked,  // the row is ours (FOR UPDATE) until the transaction ends
+  Gone,    // no committed row for the key any more (released, swept)
+  Held,    // still locked by another transaction when the wait ran out
+};
+
+// Locks the key's row on a Citus table without ever waiting on the worker
+// and without raising: a waiter that polled with FOR UPDATE NOWAIT wrote an
+// ERROR and a STATEMENT line to the worker's log on every try. Each try is
+// FOR UPDATE SKIP LOCKED; when it returns nothing, a plain read tells a row
+// another transaction holds (there: try again) from no row at all (Gone).
+// Both run under a fresh snapshot, so between them the row may change hands:
+//   - the holder committed and let go: the read sees the row, the next try
+//     locks it (one pause later);
+//   - the holder deleted it (release, a sweeper): Gone, and the caller reads
+//     again and claims the key as new; a row another node inserts meanwhile
+//     is met by that insert's ON CONFLICT (see docs/citus.md on entering
+//     through a worker);
+//   - deleted and inserted again, committed: the read sees the new row and
+//     the next try locks that one; the takeover's WHERE then judges the row
+//     as it is (a live key is not taken).
+// No statement here waits for a row lock, so the wait ends when wait_ms says,
+// whatever the worker's lock_timeout. Call only inside PgCall.
+RowLock QuietRowLock(Datum* values, int wait_ms) {
+  RowLock found = RowLock::Held;
+  (void)bounded_wait::Poll(wait_ms, [&] {
+    Execute(Statement::LockRowSkipLocked, values, nullptr, 1);
+    if (SPI_processed > 0) {
+      found = RowLock::Locked;
+      return true;
+    }
+    Execute(Statement::RowExists, values, nullptr, 1);
+    if (SPI_processed == 0) {
+      found = RowLock::Gone;
+      return true;
+    }
+    return false;
+  });
+  return found;
+}
+
 // Runs Insert or TakeOver and reads back what it wrote.
 ClaimedRow WriteClaim(Statement which, const args::KeyRef& key, const NewClaim& claim, int row_wait_ms) {
   return PgCall([&] {
@@ -276,18 +321,27 @@ ClaimedRow WriteClaim(Statement which, const args::KeyRef& key, const NewClaim& 
     const char nulls[] = {' ', ' ', NullFlag(claim.fingerprint), ' ', ' ', ' ', ' ', NullFlag(claim.trace_context),
                           '\0'};
     auto execute = [&] { Execute(which, values, nulls, 1); };
-    // On a Citus table the row lives on a worker, where lock_timeout set here
-    // does not reach: lock it with NOWAIT and try again until the wait is over.
-    auto lock_then_execute = [&] {
-      Execute(Statement::LockRowNowait, values, nullptr, 1);
-      execute();
-    };
     if (row_wait_ms < 0) {
       execute();
-    } else if (!(citus::IsCitusTable(citus::KeysTable()) ? bounded_wait::Poll(row_wait_ms, lock_then_execute)
-                                                         : bounded_wait::Run(row_wait_ms, execute))) {
-      result.timed_out = true;
-      return result;
+    } else if (!citus::IsCitusTable(citus::KeysTable())) {
+      if (!bounded_wait::Run(row_wait_ms, execute)) {
+        result.timed_out = true;
+        return result;
+      }
+    } else {
+      // On a Citus table the row lives on a worker, where lock_timeout set
+      // here does not reach: lock the row quietly first, then the statement
+      // cannot wait.
+      switch (QuietRowLock(values, row_wait_ms)) {
+        case RowLock::Locked:
+          execute();
+          break;
+        case RowLock::Gone:
+          return result;  // not claimed: the caller reads again
+        case RowLock::Held:
+          result.timed_out = true;
+          return result;
+      }
     }
     if (SPI_processed == 0) return result;
     result.claimed = true;

@@ -16,12 +16,15 @@ template <typename Fn>
 bool Run(int timeout_ms, Fn&& fn);
 
 // For waits that lock_timeout cannot bound because they happen on another
-// server (a Citus worker): fn must not wait but fail at once with 55P03
-// (e.g. FOR UPDATE NOWAIT). Runs fn as Run does, again every few
-// milliseconds until it completes (true) or timeout_ms has passed (false);
-// at least once. Call only inside PgCall.
+// server (a Citus worker). try_once must not wait and must not raise for a
+// lock it cannot have (e.g. FOR UPDATE SKIP LOCKED, not NOWAIT: every raised
+// error is a line in that server's log); it returns true when done. Calls it
+// at once, then again after pauses that grow from 5 to 50 ms (a waiter costs
+// the other server at most a few statements every 50 ms), until it returns
+// true (true) or timeout_ms has passed (false). No subtransaction: what
+// try_once does stays in the caller's transaction. Call only inside PgCall.
 template <typename Fn>
-bool Poll(int timeout_ms, Fn&& fn);
+bool Poll(int timeout_ms, Fn&& try_once);
 
 }  // namespace pgi::bounded_wait
 

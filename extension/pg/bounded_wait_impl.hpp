@@ -1,4 +1,4 @@
-// Template body of bounded_wait::Run (see bounded_wait.hpp).
+// Template bodies of bounded_wait::Run and Poll (see bounded_wait.hpp).
 #pragma once
 
 extern "C" {
@@ -54,14 +54,15 @@ bool Run(int timeout_ms, Fn&& fn) {
 }
 
 template <typename Fn>
-bool Poll(int timeout_ms, Fn&& fn) {
-  constexpr long kPollMs = 5;
+bool Poll(int timeout_ms, Fn&& try_once) {
+  constexpr long kFirstPauseMs = 5;
+  constexpr long kLongestPauseMs = 50;
   const TimestampTz deadline = GetCurrentTimestamp() + static_cast<int64>(timeout_ms) * 1000;
-  for (;;) {
-    if (Run(0, fn)) return true;
+  for (long pause_ms = kFirstPauseMs;; pause_ms = Min(pause_ms * 2, kLongestPauseMs)) {
+    if (try_once()) return true;
     const TimestampTz now = GetCurrentTimestamp();
     if (now >= deadline) return false;
-    const long sleep_ms = Min(kPollMs, static_cast<long>((deadline - now + 999) / 1000));
+    const long sleep_ms = Min(pause_ms, static_cast<long>((deadline - now + 999) / 1000));
     (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, sleep_ms, PG_WAIT_EXTENSION);
     ResetLatch(MyLatch);
     CHECK_FOR_INTERRUPTS();

@@ -12,6 +12,7 @@
 #include "request/claim_result.hpp"
 #include "request/decide.hpp"
 #include "request/key_lock.hpp"
+#include "request/replicated_shards.hpp"
 #include "request/standby.hpp"
 #include "request/token.hpp"
 
@@ -210,8 +211,12 @@ Datum Claim(FunctionCallInfo fcinfo) {
   const keys::KeyRow seen = keys::FirstLook(key, spi, traced);
   const auto verdict = decide::Judge(AsDecideRow(seen, fingerprint), now);
   claim_result::Fields fields;
-  // Only a claim that must write refuses on a hot standby, before the key lock.
-  if (verdict == decide::Verdict::Acquire) standby::RequirePrimary("claim", &key, kClaimWritesDetail);
+  // Only a claim that must write refuses, before the key lock: on a hot
+  // standby, and where Citus would refuse a takeover's row lock.
+  if (verdict == decide::Verdict::Acquire) {
+    standby::RequirePrimary("claim", &key, kClaimWritesDetail);
+    replicated_shards::Refuse("claim", key);
+  }
   if (verdict != decide::Verdict::Acquire) {
     fields = Answer(verdict, seen, now);
   } else if (!key_lock::TryAcquire(key, wait_us)) {

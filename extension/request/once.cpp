@@ -18,6 +18,7 @@
 #include "pg/stats.hpp"
 #include "request/decide.hpp"
 #include "request/key_lock.hpp"
+#include "request/replicated_shards.hpp"
 #include "request/standby.hpp"
 #include "request/token.hpp"
 
@@ -92,6 +93,7 @@ Result Decide(const args::KeyRef& key, TimestampTz now, TimestampTz expires_at, 
     // Absent, expired or lease over: take the key lock, which waits for an
     // open transaction working on the same key.
     if (!locked) {
+      replicated_shards::Refuse("process", key);
       if (!key_lock::TryAcquire(key, wait_us == 0 ? 0 : std::max<int64>(1, LeftUs(wait_until))))
         return {Answer::Held, 0};
       locked = true;

@@ -2,7 +2,9 @@
 # Monitoring: the alert rules pass promtool (check + unit tests), and Debian's
 # prometheus-postgres-exporter, started on loopback against the suite cluster
 # with monitoring/postgres_exporter.yml, exports the counters under docs/reference.md's
-# names moving with real calls, and the stuck-work and expired-key gauges.
+# names moving with real calls, and the stuck-work and expired-key gauges;
+# on a stand-in for a Citus node (the catalog rows the queries read, as in
+# test/t/006_citus_stand_in.pl) the gauges come from the coordinator only.
 # Appends "<passed> <failed> monitoring" to $SUITE_COUNTS.
 source "$(dirname "$0")/../lib/common.sh"
 export PATH=$PG_BIN:$PATH
@@ -12,10 +14,13 @@ check() {  # description, then a command that must succeed
   if "$@"; then passed=$((passed + 1)); echo "ok - $what"; else failed=$((failed + 1)); echo "FAILED - $what"; fi
 }
 DB=pgi_monitoring
+CITUS_DB=pgi_monitoring_citus
 EXPORTER_PID=
+CITUS_EXPORTER_PID=
 cleanup() {
   [ -n "$EXPORTER_PID" ] && kill "$EXPORTER_PID" 2>/dev/null && wait "$EXPORTER_PID" 2>/dev/null
-  psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1
+  [ -n "$CITUS_EXPORTER_PID" ] && kill "$CITUS_EXPORTER_PID" 2>/dev/null && wait "$CITUS_EXPORTER_PID" 2>/dev/null
+  psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "DROP DATABASE IF EXISTS $CITUS_DB" >/dev/null 2>&1
 }
 trap cleanup EXIT
 
@@ -102,6 +107,40 @@ check "a key held past its lease shows in the gauges (1 key, lease over for >= 1
 q -c "SELECT idempotency.finish('m', 'stuck', token, 200) FROM idempotency.keys WHERE scope = 'm' AND key = 'stuck'" >/dev/null
 scrape >"$SCRAPE"
 check "once finished, it leaves the gauges" test "$(value pg_idempotency_stuck_keys)" = 0
+
+# --- a Citus stand-in: the key gauges count the whole distributed table on
+# every node, so only the coordinator (Citus group 0) emits them; a worker
+# emits the counters alone. Here the "distributed" table is the plain one.
+PGOPTIONS=--client-min-messages=warning psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $CITUS_DB" \
+  -c "CREATE DATABASE $CITUS_DB" >/dev/null
+# Stuck keys (in_progress past their lease, not expired), which no sweeper
+# deletes.
+psql -X -q -v ON_ERROR_STOP=1 -d $CITUS_DB >/dev/null <<'SQL'
+CREATE EXTENSION pg_idempotency;
+SET allow_system_table_mods = on;
+INSERT INTO pg_catalog.pg_extension (oid, extname, extowner, extnamespace, extrelocatable, extversion)
+VALUES (99917, 'citus', 10, 11, false, 'stand-in');
+CREATE TABLE pg_catalog.pg_dist_local_group (groupid int NOT NULL);
+INSERT INTO pg_catalog.pg_dist_local_group VALUES (2);
+INSERT INTO idempotency.keys (scope, key, state, token, attempt, created_at, expires_at, locked_until)
+SELECT 'stuck', 'k' || g, 'in_progress', g, 1, now() - interval '1 hour', now() + interval '1 day',
+       now() - interval '30 minutes' FROM generate_series(1, 3) g;
+SQL
+citus_port=$(free_port)
+DATA_SOURCE_NAME="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$CITUS_DB sslmode=disable" \
+  prometheus-postgres-exporter --web.listen-address=127.0.0.1:$citus_port \
+  --extend.query-path="$REPO_ROOT/monitoring/postgres_exporter.yml" \
+  --disable-default-metrics --disable-settings-metrics --log.level=warn >>"/tmp/pgi_exporter.$$.log" 2>&1 &
+CITUS_EXPORTER_PID=$!
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$citus_port/metrics" >/dev/null && break; sleep 0.1; done
+curl -fs "http://127.0.0.1:$citus_port/metrics" >"$SCRAPE"
+check "a Citus worker exports the counters" test -n "$(value pg_idempotency_claims_total)"
+check "a Citus worker exports no key gauges (they would count the distributed table again)" \
+  test -z "$(value pg_idempotency_expired_keys)$(value pg_idempotency_stuck_keys)"
+psql -X -q -d $CITUS_DB -c 'UPDATE pg_catalog.pg_dist_local_group SET groupid = 0' >/dev/null
+curl -fs "http://127.0.0.1:$citus_port/metrics" >"$SCRAPE"
+check "the Citus coordinator exports the key gauges (3 stuck keys)" \
+  test "$(value pg_idempotency_stuck_keys)" = 3 -a "$(value pg_idempotency_expired_keys)" = 0
 
 if [ $failed -ne 0 ]; then
   echo "--- exporter log"; cat "/tmp/pgi_exporter.$$.log"
