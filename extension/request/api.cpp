@@ -157,6 +157,11 @@ claim_result::Fields ClaimLocked(const args::KeyRef& key, bytea* fingerprint, Ti
     const int64 left_us = wait_until == 0 ? 0 : std::max<int64>(0, wait_until - GetCurrentTimestamp());
     const int row_wait_ms = static_cast<int>(std::min<int64>(left_us / 1000, INT_MAX));
     const keys::NewClaim claim{fingerprint, token::New(), now, expires_at, locked_until, traced, trace_context};
+    // Where Citus would refuse the takeover's row lock, our error says why.
+    if (row.found)
+      replicated_shards::RefuseTakeover("take over", key);
+    else
+      replicated_shards::WarnOnNewKey();
     const keys::ClaimedRow claimed = row.found ? keys::TakeOver(key, claim, row_wait_ms, spi)
                                      : absent  ? keys::InsertAbsent(key, claim, spi)
                                                : keys::Insert(key, claim, spi);
@@ -211,12 +216,8 @@ Datum Claim(FunctionCallInfo fcinfo) {
   const keys::KeyRow seen = keys::FirstLook(key, spi, traced);
   const auto verdict = decide::Judge(AsDecideRow(seen, fingerprint), now);
   claim_result::Fields fields;
-  // Only a claim that must write refuses, before the key lock: on a hot
-  // standby, and where Citus would refuse a takeover's row lock.
-  if (verdict == decide::Verdict::Acquire) {
-    standby::RequirePrimary("claim", &key, kClaimWritesDetail);
-    replicated_shards::Refuse("claim", key);
-  }
+  // Only a claim that must write refuses on a hot standby, before the key lock.
+  if (verdict == decide::Verdict::Acquire) standby::RequirePrimary("claim", &key, kClaimWritesDetail);
   if (verdict != decide::Verdict::Acquire) {
     fields = Answer(verdict, seen, now);
   } else if (!key_lock::TryAcquire(key, wait_us)) {

@@ -93,7 +93,6 @@ Result Decide(const args::KeyRef& key, TimestampTz now, TimestampTz expires_at, 
     // Absent, expired or lease over: take the key lock, which waits for an
     // open transaction working on the same key.
     if (!locked) {
-      replicated_shards::Refuse("process", key);
       if (!key_lock::TryAcquire(key, wait_us == 0 ? 0 : std::max<int64>(1, LeftUs(wait_until))))
         return {Answer::Held, 0};
       locked = true;
@@ -103,6 +102,10 @@ Result Decide(const args::KeyRef& key, TimestampTz now, TimestampTz expires_at, 
     // No row seen: a new key, by a plain insert when a probe that also sees
     // uncommitted rows finds none (nobody can add one while we hold the key
     // lock), else with ON CONFLICT.
+    if (row.found)
+      replicated_shards::RefuseTakeover("process", key);
+    else
+      replicated_shards::WarnOnNewKey();
     const keys::ClaimedRow written = row.found ? keys::TakeOverCompleted(key, claim, ToMs(LeftUs(wait_until)), spi)
                                                : keys::InsertCompleted(key, claim, spi);
     if (written.timed_out) return {Answer::Held, 0};

@@ -16,9 +16,10 @@
 #     is deleted, or deleted and inserted again, while it waits is judged as
 #     it is then;
 #   - with more than one copy of a shard (citus.shard_replication_factor >
-#     1), where Citus refuses row locks, claim() and once() refuse at once
-#     with 0A000 naming the setting, on a worker and on the coordinator,
-#     while replays, finish and lookup go on working; a reference table
+#     1), where Citus refuses row locks, a takeover by claim() or once() is
+#     refused with 0A000 naming the setting, on a worker and on the
+#     coordinator; new keys are still claimed, with a WARNING once per
+#     backend; replays, finish and lookup go on working; a reference table
 #     (copies everywhere, row locks allowed) is not refused.
 use strict;
 use warnings;
@@ -209,6 +210,8 @@ $node->safe_psql('app', q{
 	INSERT INTO idempotency.keys (scope, key, state, token, attempt, created_at, expires_at, locked_until)
 	VALUES ('r', 'flying', 'in_progress', 6, 1, now(), now() + interval '1 hour', now() + interval '1 hour'),
 	       ('r', 'lapsed', 'in_progress', 7, 1, now(), now() + interval '1 hour', now() - interval '1 minute');
+	INSERT INTO idempotency.keys (scope, key, state, token, attempt, created_at, completed_at, expires_at, response_status)
+	VALUES ('r', 'expired', 'completed', 8, 1, now() - interval '2 days', now() - interval '2 days', now() - interval '1 day', 200);
 	INSERT INTO pg_catalog.pg_dist_placement SELECT s, 2 FROM generate_series(102008, 102009) s;
 	INSERT INTO pg_catalog.pg_dist_placement VALUES (102011, 1);
 });
@@ -222,16 +225,21 @@ for my $group (1, 0)
 {
 	my $where = $group ? 'on a worker' : 'on the coordinator';
 	$node->safe_psql('app', "UPDATE pg_catalog.pg_dist_local_group SET groupid = $group");
-	my $err = refused(q{SELECT idempotency.claim('r', 'new')});
-	like($err, qr/ERROR:  0A000: cannot claim idempotency key "new" in scope "r": idempotency.keys is distributed with 2 copies of a shard \(citus.shard_replication_factor > 1\)/,
-		"$where: a new key's claim is refused with 0A000 naming the setting");
+	my $err = refused(q{SELECT idempotency.claim('r', 'lapsed')});
+	like($err, qr/ERROR:  0A000: cannot take over idempotency key "lapsed" in scope "r": idempotency.keys is distributed with 2 copies of a shard \(citus.shard_replication_factor > 1\)/,
+		"$where: a takeover is refused with 0A000 naming the setting");
 	like($err, qr/HINT:  Distribute idempotency.keys, and the tables co-located with it, with citus.shard_replication_factor = 1/,
 		"$where: the hint says what to do");
+	my ($ret, $out, $warn) = $node->psql('app', "SELECT outcome FROM idempotency.claim('r', 'new-$group')");
+	is($out, 'claimed', "$where: a new key is still claimed (a 1.1 cluster on this layout keeps working)");
+	like($warn, qr/WARNING:  idempotency.keys is distributed with 2 copies of a shard .*taking over an expired key or a lapsed lease will be refused/,
+		"$where: with a WARNING that takeovers will be refused");
 }
-like(refused(q{SELECT idempotency.claim('r', 'lapsed')}), qr/0A000: cannot claim/,
-	'a claim that would take a key over is refused alike');
-like(refused(q{SELECT idempotency.once('r', 'new')}), qr/0A000: cannot process idempotency key "new"/,
-	'once() of a new key is refused alike');
+my (undef, undef, $warnings) = $node->psql('app',
+	"SELECT idempotency.claim('r', 'w1') IS NOT NULL; SELECT idempotency.claim('r', 'w2') IS NOT NULL");
+is(scalar(() = $warnings =~ /WARNING/g), 1, 'the WARNING comes once per backend');
+like(refused(q{SELECT idempotency.once('r', 'expired')}), qr/0A000: cannot process idempotency key "expired"/,
+	'once() of an expired key is refused alike');
 is($node->safe_psql('app', q{SELECT outcome FROM idempotency.claim('r', 'done')}), 'replay', 'a replay still answers');
 is($node->safe_psql('app', q{SELECT outcome FROM idempotency.claim('r', 'flying')}), 'in_progress',
 	'a key in flight still answers in_progress');
@@ -239,19 +247,19 @@ is($node->safe_psql('app', q{SELECT idempotency.finish('r', 'flying', 6, 201)}),
 	'the key in flight can be finished');
 is($node->safe_psql('app', q{SELECT idempotency.once('r', 'done')}), 'f', 'once() of a processed key answers false');
 is($node->safe_psql('app', q{SELECT (idempotency.lookup('r', 'done')).state}), 'completed', 'lookup() works');
-is($node->safe_psql('app', q{SELECT count(*) FROM idempotency.keys WHERE scope = 'r' AND state = 'in_progress'}), '1',
-	'nothing was taken (the lapsed key is still there, in_progress)');
+is($node->safe_psql('app', q{SELECT count(*) FROM idempotency.keys WHERE scope = 'r' AND key IN ('lapsed', 'expired') AND token IN (7, 8)}), '2',
+	'nothing was taken (the lapsed and the expired key are as they were)');
 
 $node->safe_psql('app', q{UPDATE pg_catalog.pg_dist_partition SET partmethod = 'n'});
-is($node->safe_psql('app', q{SELECT outcome FROM idempotency.claim('r', 'new')}), 'claimed',
+is($node->safe_psql('app', q{SELECT outcome FROM idempotency.claim('r', 'expired')}), 'claimed',
 	'a reference table (a copy on every node; Citus locks its rows) is not refused');
 $node->safe_psql('app', q{UPDATE pg_catalog.pg_dist_partition SET partmethod = 'h';
 	DELETE FROM pg_catalog.pg_dist_placement WHERE groupid = 2 AND shardid IN (102008, 102009)});
-like(refused(q{SELECT idempotency.claim('r', 'newer')}), qr/0A000: cannot claim .* 2 copies of a shard/,
+like(refused(q{SELECT idempotency.claim('r', 'lapsed')}), qr/0A000: cannot take over .* 2 copies of a shard/,
 	'one shard with a second copy is enough to refuse');
 $node->safe_psql('app', q{DELETE FROM pg_catalog.pg_dist_placement WHERE shardid = 102011 AND groupid = 1});
-is($node->safe_psql('app', q{SELECT outcome FROM idempotency.claim('r', 'newer')}), 'claimed',
-	'one copy of each shard again: claims work');
+is($node->safe_psql('app', q{SELECT outcome FROM idempotency.claim('r', 'lapsed')}), 'claimed',
+	'one copy of each shard again: takeovers work');
 
 $node->stop;
 done_testing();
