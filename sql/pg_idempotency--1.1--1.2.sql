@@ -8,8 +8,10 @@
 
 -- 1.2: the W3C traceparent of the request that claimed a key, so that a
 -- replay can link to the trace of the request that did the work. Added last,
--- where a fresh 1.2 has it too.
-ALTER TABLE idempotency.keys ADD COLUMN trace_context pg_catalog.text;
+-- where a fresh 1.2 has it too. IF NOT EXISTS: on a Citus cluster the
+-- coordinator's ALTER TABLE reaches the workers' copy of the table before the
+-- workers run this script themselves.
+ALTER TABLE idempotency.keys ADD COLUMN IF NOT EXISTS trace_context pg_catalog.text;
 ALTER TYPE idempotency.claim_result ADD ATTRIBUTE trace_context pg_catalog.text;
 
 -- claim() gains a seventh parameter. A function's arguments cannot change in

@@ -17,10 +17,12 @@ DB=pgi_monitoring
 CITUS_DB=pgi_monitoring_citus
 EXPORTER_PID=
 CITUS_EXPORTER_PID=
+EXPORTER_ROLE=
 cleanup() {
   [ -n "$EXPORTER_PID" ] && kill "$EXPORTER_PID" 2>/dev/null && wait "$EXPORTER_PID" 2>/dev/null
   [ -n "$CITUS_EXPORTER_PID" ] && kill "$CITUS_EXPORTER_PID" 2>/dev/null && wait "$CITUS_EXPORTER_PID" 2>/dev/null
   psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "DROP DATABASE IF EXISTS $CITUS_DB" >/dev/null 2>&1
+  [ -n "$EXPORTER_ROLE" ] && psql -X -q -d postgres -c "DROP ROLE IF EXISTS $EXPORTER_ROLE" >/dev/null 2>&1
 }
 trap cleanup EXIT
 
@@ -33,8 +35,15 @@ check "promtool test rules monitoring/alerts_test.yml (each alert fires on its t
 PGOPTIONS=--client-min-messages=warning psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
 q() { psql -X -q -At -v ON_ERROR_STOP=1 -d $DB "$@"; }
 q -c 'CREATE EXTENSION pg_idempotency'
+# The exporter runs as a role with exactly the grants monitoring/postgres_exporter.yml
+# and docs/operations.md give it, so a missing one shows as missing metrics.
+EXPORTER_ROLE=pgi_exporter_$$
+q -c "CREATE ROLE $EXPORTER_ROLE LOGIN" \
+  -c "GRANT USAGE ON SCHEMA idempotency TO $EXPORTER_ROLE" \
+  -c "GRANT SELECT ON idempotency.keys, idempotency.stats TO $EXPORTER_ROLE" \
+  -c "GRANT EXECUTE ON FUNCTION idempotency._stats() TO $EXPORTER_ROLE"
 port=$(free_port)
-DATA_SOURCE_NAME="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$DB sslmode=disable" \
+DATA_SOURCE_NAME="host=$PGHOST port=$PGPORT user=$EXPORTER_ROLE dbname=$DB sslmode=disable" \
   prometheus-postgres-exporter --web.listen-address=127.0.0.1:$port \
   --extend.query-path="$REPO_ROOT/monitoring/postgres_exporter.yml" \
   --disable-default-metrics --disable-settings-metrics --log.level=warn >"/tmp/pgi_exporter.$$.log" 2>&1 &
