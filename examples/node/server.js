@@ -7,7 +7,10 @@
 // The database comes from the standard PG* environment variables (PGHOST,
 // PGPORT, PGUSER, PGDATABASE, ...). POST /payments is the business logic alone;
 // the Idempotency-Key handling is the pg-idempotency package's middleware
-// (node-client/ in this repository).
+// (node-client/ in this repository). Logs and OpenTelemetry: telemetry.js
+// (one JSON object a line with trace_id; OTEL_TRACES_EXPORTER=console prints
+// the spans where the SDK is installed; --telemetry off: none at all).
+const { log, setupTelemetry, requestLog } = require('./telemetry');
 const express = require('express');
 const pg = require('pg');
 const { idempotency, transaction, reject } = require('pg-idempotency');
@@ -18,7 +21,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 function makePool(size) {
   const pool = new pg.Pool({ max: size });
   // An idle connection whose backend went away: the pool drops it and makes a new one later.
-  pool.on('error', (err) => console.error(`idle database connection lost: ${err.message}`));
+  pool.on('error', (err) => log({ level: 'warn', msg: `idle database connection lost: ${err.message}` }));
   return pool;
 }
 
@@ -64,21 +67,13 @@ async function countPayments(req, res) {
   res.json({ count: Number(rows[0].n) });
 }
 
-function createApp(pool, { benchRoutes = false, log = true } = {}) {
+function createApp(pool, { benchRoutes = false, log: logRequests = true, telemetry = true } = {}) {
   const app = express();
   app.disable('x-powered-by');
-  if (log) {
-    app.use((req, res, next) => {  // one line per request
-      res.on('finish', () => {
-        const key = req.get('Idempotency-Key');
-        const replayed = res.getHeader('Idempotent-Replayed') ? ' replayed' : '';
-        console.log(`${req.method} ${req.path} ${res.statusCode} key=${key ?? '-'}${replayed}`);
-      });
-      next();
-    });
-  }
+  if (logRequests) app.use(requestLog({ telemetry }));  // one JSON line per request, and its span
+  const idem = telemetry ? {} : { telemetry: false };
   // Scope "payments"; fingerprint idempotency.fingerprint(body), as the C++ service.
-  app.post('/payments', idempotency({ pool, scope: () => 'payments', fingerprint: 'json-body' }), createPayment);
+  app.post('/payments', idempotency({ pool, scope: () => 'payments', fingerprint: 'json-body', ...idem }), createPayment);
   app.get('/payments/count', transaction({ pool }), countPayments);
   // The baseline of bench/http: the same business logic in a plain transaction.
   if (benchRoutes) app.post('/bench/payments-plain', transaction({ pool, fingerprint: 'json-body' }), createPayment);
@@ -86,13 +81,16 @@ function createApp(pool, { benchRoutes = false, log = true } = {}) {
 }
 
 function parseArgs(argv) {
-  const args = { listen: '127.0.0.1:8080', pool: 32, benchRoutes: false };
+  const args = { listen: '127.0.0.1:8080', pool: 32, benchRoutes: false, telemetry: true, log: true };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--listen' && i + 1 < argv.length) args.listen = argv[++i];
     else if (argv[i] === '--pool' && i + 1 < argv.length) args.pool = Number(argv[++i]);
     else if (argv[i] === '--bench-routes') args.benchRoutes = true;
+    else if (argv[i] === '--telemetry' && ['on', 'off'].includes(argv[i + 1])) args.telemetry = argv[++i] === 'on';
+    else if (argv[i] === '--no-access-log') args.log = false;
     else {
-      console.error('usage: node server.js --listen HOST:PORT [--pool N] [--bench-routes]   (database from PG* variables)');
+      console.error('usage: node server.js --listen HOST:PORT [--pool N] [--bench-routes] [--telemetry on|off]'
+        + ' [--no-access-log]   (database from PG* variables)');
       process.exit(2);
     }
   }
@@ -104,15 +102,17 @@ async function main() {
   const colon = args.listen.lastIndexOf(':');
   const host = args.listen.slice(0, colon);
   const port = Number(args.listen.slice(colon + 1));
+  const telemetry = args.telemetry ? setupTelemetry() : 'off';
   const pool = makePool(args.pool);
   try {
     await setupSchema(pool);
   } catch (err) {
-    console.error(`node server: setup failed: ${err.message}`);
+    log({ level: 'error', msg: `node server: setup failed: ${err.message}` });
     process.exit(1);
   }
-  const server = createApp(pool, { benchRoutes: args.benchRoutes }).listen(port, host, () => {
-    console.log(`node idempotency demo listening on ${host}:${port}`);
+  const app = createApp(pool, { benchRoutes: args.benchRoutes, telemetry: args.telemetry, log: args.log });
+  const server = app.listen(port, host, () => {
+    log({ level: 'info', msg: `node idempotency demo listening on ${host}:${port}`, telemetry });
   });
   const stop = () => server.close(() => pool.end().then(() => process.exit(0)));
   process.on('SIGINT', stop);

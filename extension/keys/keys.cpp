@@ -2,6 +2,8 @@
 
 #include "keys/direct_read.hpp"
 #include "keys/direct_write.hpp"
+#include "keys/keys_table.hpp"
+#include "pg/boundary.hpp"
 #include "keys/store.hpp"
 
 namespace pgi::keys {
@@ -46,6 +48,10 @@ ClaimedRow InsertCompleted(const args::KeyRef& key, const NewClaim& claim, Link&
 ClaimedRow TakeOverCompleted(const args::KeyRef& key, const NewClaim& claim, int row_wait_ms, Link& spi) {
   spi.Need();
   return store::TakeOverCompleted(key, claim, row_wait_ms);
+}
+
+bool StoresTraceContext() {
+  return PgCall([] { return keys_table::HasTraceContextColumn(); });
 }
 
 bool Complete(const args::KeyRef& key, int64 token, TimestampTz now, const Response& response, Link& spi) {

@@ -49,7 +49,14 @@ ClaimedRow TakeOver(const args::KeyRef& key, const NewClaim& claim, int row_wait
 // row seen, a probe that finds none there lets a plain insert do; else the
 // statement with ON CONFLICT.
 ClaimedRow InsertCompleted(const args::KeyRef& key, const NewClaim& claim, Link& spi);
+// Takes over an existing row as TakeOver does, recorded completed at once. With
+// claim.traced (see StoresTraceContext) it also clears the row's trace_context:
+// the request it takes over from did not do the work.
 ClaimedRow TakeOverCompleted(const args::KeyRef& key, const NewClaim& claim, int row_wait_ms, Link& spi);
+
+// Whether the table has 1.2's trace_context column, for a caller (once())
+// whose arguments are the same in every version.
+bool StoresTraceContext();
 
 // finish(): stores the response when the key is in progress under token and
 // live at now. False if no such row.

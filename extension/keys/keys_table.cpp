@@ -206,4 +206,9 @@ bool Has(Column column) { return cache.column[column] != 0; }
 
 Oid StateLabel(bool completed) { return completed ? cache.completed : cache.in_progress; }
 
+bool HasTraceContextColumn() {
+  const Oid relid = KeysRelid();
+  return OidIsValid(relid) && get_attnum(relid, kSpecs[kTraceContext].name) != InvalidAttrNumber;
+}
+
 }  // namespace pgi::keys_table

@@ -74,4 +74,8 @@ AttrNumber Attnum(Column column);
 bool Has(Column column);  // false only for an optional column the table lacks
 Oid StateLabel(bool completed);  // pg_enum OID of 'completed' or 'in_progress'
 
+// Whether idempotency.keys has 1.2's trace_context column, from the catalog
+// (no Open() needed): for callers whose arguments do not tell the version.
+bool HasTraceContextColumn();
+
 }  // namespace pgi::keys_table

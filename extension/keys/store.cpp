@@ -50,6 +50,20 @@ namespace {
   "    OR (k.state" EQ IN_PROGRESS " AND k.locked_until" LE "$5"           \
   "        AND (k.fingerprint IS NULL OR $3 IS NULL OR k.fingerprint" EQ "$3)))" \
   " RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until"
+#define TAKEOVER_COMPLETED_SET                                                                       \
+  "UPDATE idempotency.keys AS k SET"                                                                  \
+  "  fingerprint = NULL, state = " COMPLETED ", token = $4,"                                          \
+  "  attempt = CASE WHEN k.expires_at" LE "$5 THEN 1 ELSE k.attempt OPERATOR(pg_catalog.+) 1 END,"   \
+  "  recovery_point = CASE WHEN k.expires_at" LE "$5 THEN NULL ELSE k.recovery_point END,"           \
+  "  locked_until = NULL,"                                                                            \
+  "  created_at = CASE WHEN k.expires_at" LE "$5 THEN $5 ELSE k.created_at END,"                     \
+  "  completed_at = $5,"                                                                              \
+  "  expires_at = CASE WHEN k.expires_at" LE "$5 THEN $6 ELSE k.expires_at END,"                     \
+  "  response_status = NULL, response_headers = NULL, response_body = NULL"
+#define TAKEOVER_COMPLETED_WHERE                           \
+  " WHERE" KEY_IS "AND (k.expires_at" LE "$5"              \
+  "    OR (k.state" EQ IN_PROGRESS " AND k.locked_until" LE "$5))" \
+  " RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until"
 #define CLAIM_TYPES TEXTOID, TEXTOID, BYTEAOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID
 
 enum class Statement : std::size_t {
@@ -71,6 +85,7 @@ enum class Statement : std::size_t {
   InsertTraced,
   TakeOverTraced,
   InsertAbsentTraced,
+  TakeOverCompletedTraced,
   kCount
 };
 
@@ -128,20 +143,7 @@ const StatementText kStatements[] = {
     // TakeOverCompleted (once()): the rows TakeOver takes (expired, or
     // in_progress with the lease over; once() has no fingerprint to differ),
     // recorded completed at once like InsertCompleted.
-    {"UPDATE idempotency.keys AS k SET"
-     "  fingerprint = NULL, state = " COMPLETED ", token = $4,"
-     "  attempt = CASE WHEN k.expires_at" LE "$5 THEN 1 ELSE k.attempt OPERATOR(pg_catalog.+) 1 END,"
-     "  recovery_point = CASE WHEN k.expires_at" LE "$5 THEN NULL ELSE k.recovery_point END,"
-     "  locked_until = NULL,"
-     "  created_at = CASE WHEN k.expires_at" LE "$5 THEN $5 ELSE k.created_at END,"
-     "  completed_at = $5,"
-     "  expires_at = CASE WHEN k.expires_at" LE "$5 THEN $6 ELSE k.expires_at END,"
-     "  response_status = NULL, response_headers = NULL, response_body = NULL"
-     " WHERE" KEY_IS "AND (k.expires_at" LE "$5"
-     "    OR (k.state" EQ IN_PROGRESS " AND k.locked_until" LE "$5))"
-     " RETURNING k.attempt, k.recovery_point, k.expires_at, k.locked_until",
-     7,
-     {TEXTOID, TEXTOID, BYTEAOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}},
+    {TAKEOVER_COMPLETED_SET TAKEOVER_COMPLETED_WHERE, 7, {CLAIM_TYPES}},
     // InsertAbsent: Insert's parameters; the key is known to be absent (see
     // store.hpp), so no ON CONFLICT clause, and no RETURNING: what it wrote
     // is what it was given (a RETURNING list costs a projection and a result
@@ -160,6 +162,11 @@ const StatementText kStatements[] = {
     {TAKEOVER_SET ", trace_context = $8" TAKEOVER_WHERE, 8, {CLAIM_TYPES, TEXTOID}},
     // InsertAbsentTraced
     {INSERT_COLUMNS ", trace_context)" INSERT_VALUES ", $8)", 8, {CLAIM_TYPES, TEXTOID}},
+    // TakeOverCompletedTraced (once() on a database at 1.2): once() is a new
+    // claim too, by a caller with no context to give, so the context of the
+    // request it takes over from (expired, or lease over) is cleared: a link
+    // must never point at a request that did not do the work.
+    {TAKEOVER_COMPLETED_SET ", trace_context = NULL" TAKEOVER_COMPLETED_WHERE, 7, {CLAIM_TYPES}},
 };
 static_assert(sizeof kStatements / sizeof kStatements[0] == static_cast<std::size_t>(Statement::kCount));
 
@@ -376,7 +383,8 @@ ClaimedRow InsertCompleted(const args::KeyRef& key, const NewClaim& claim) {
 }
 
 ClaimedRow TakeOverCompleted(const args::KeyRef& key, const NewClaim& claim, int row_wait_ms) {
-  return WriteClaim(Statement::TakeOverCompleted, key, claim, row_wait_ms);
+  return WriteClaim(claim.traced ? Statement::TakeOverCompletedTraced : Statement::TakeOverCompleted, key, claim,
+                    row_wait_ms);
 }
 
 bool Complete(const args::KeyRef& key, int64 token, TimestampTz now, const Response& response) {

@@ -98,7 +98,11 @@ Result Decide(const args::KeyRef& key, TimestampTz now, TimestampTz expires_at, 
       locked = true;
     }
     if (writes++ == kWriteAttempts) return {Answer::Held, 0};
-    const keys::NewClaim claim{nullptr, token::New(), now, expires_at, 0};
+    // A takeover on a database at 1.2 clears the old claimer's trace_context
+    // (once() has none of its own): a replay must not link to a request that
+    // did not do the work. A new key has none to clear.
+    const bool traced = row.found && keys::StoresTraceContext();
+    const keys::NewClaim claim{nullptr, token::New(), now, expires_at, 0, traced, nullptr};
     // No row seen: a new key, by a plain insert when a probe that also sees
     // uncommitted rows finds none (nobody can add one while we hold the key
     // lock), else with ON CONFLICT.

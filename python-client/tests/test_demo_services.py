@@ -106,3 +106,35 @@ def test_a_key_claimed_through_one_service_replays_through_the_others(services, 
         assert r.header("Idempotent-Replayed") == "true", other
         assert r.header("Content-Type").lower() == first.header("Content-Type").lower(), other
         assert post_payment(services[other].port, key, '{"amount": 1, "currency": "EUR"}').status == 422, other
+
+
+@pytest.mark.parametrize("name", ["python", "cxx", "node"])
+def test_log_lines_are_json_with_the_request_trace_id(services, name):
+    """Every line the service writes is one JSON object; a request's carries
+    its trace_id: the caller's traceparent's (no OpenTelemetry SDK on this
+    host, so no span of its own), else a new one per request; and the key's
+    hash, never the key."""
+    import hashlib
+    import json
+    import os
+    import time
+
+    key = new_key("log-" + name)
+    trace_id = os.urandom(16).hex()
+    traceparent = f"00-{trace_id}-{os.urandom(8).hex()}-01"
+    assert request(services[name].port, "POST", "/payments", BODY,
+                   {"Idempotency-Key": key, "traceparent": traceparent}).status == 201
+    assert post_payment(services[name].port, key, BODY).status == 201
+    key_hash = hashlib.sha256(key.encode()).hexdigest()
+    mine = []
+    for _ in range(200):
+        lines = [json.loads(line) for line in services[name].output().splitlines() if line.strip()]
+        mine = [x for x in lines if x.get("key_hash") == key_hash]
+        if len(mine) == 2:
+            break
+        time.sleep(0.025)
+    assert all(isinstance(x, dict) for x in lines)
+    assert len(mine) == 2, lines[-5:]
+    assert mine[0]["trace_id"] == trace_id
+    assert len(mine[1]["trace_id"]) == 32 and mine[1]["trace_id"] not in (trace_id, "0" * 32)
+    assert not any(key in json.dumps(x) for x in lines)

@@ -1019,7 +1019,8 @@ BEGIN
                created_at = CASE WHEN k.expires_at OPERATOR(pg_catalog.<=) t_now THEN t_now ELSE k.created_at END,
                completed_at = t_now,
                expires_at = CASE WHEN k.expires_at OPERATOR(pg_catalog.<=) t_now THEN v_expires ELSE k.expires_at END,
-               response_status = NULL, response_headers = NULL, response_body = NULL
+               response_status = NULL, response_headers = NULL, response_body = NULL,
+               trace_context = NULL  -- a new claim with no context: the old claimer's is not this one's
          WHERE k.scope OPERATOR(pg_catalog.=) p_scope AND k.key OPERATOR(pg_catalog.=) p_key
            AND (k.expires_at OPERATOR(pg_catalog.<=) t_now
                 OR (k.state OPERATOR(pg_catalog.=) 'in_progress'::idempotency.state

@@ -72,6 +72,17 @@ SELECT outcome FROM idempotency.claim('tc', 'short', NULL, '1 millisecond', NULL
 SELECT pg_sleep(0.05);
 SELECT outcome, attempt, trace_context = :'second' AS fresh FROM idempotency.claim('tc', 'short', NULL, NULL, NULL, '0', :'second');
 
+-- once() taking over a key is a new claim with no context of its own: the
+-- old claimer's is cleared, whether its lease ran out or the key expired, so
+-- a replay never links to a request that did not do the work
+SELECT token AS old FROM idempotency.claim('tc', 'once-lease', NULL, NULL, '1 millisecond', '0', :'first') \gset
+SELECT outcome FROM idempotency.claim('tc', 'once-expired', NULL, '1 millisecond', NULL, '0', :'first');
+SELECT pg_sleep(0.05);
+SELECT idempotency.once('tc', 'once-lease') AS lease_over, idempotency.once('tc', 'once-expired') AS expired;
+SELECT key, attempt, state, trace_context IS NULL AS cleared
+FROM idempotency.keys WHERE scope = 'tc' AND key IN ('once-lease', 'once-expired') ORDER BY key;
+SELECT outcome, trace_context IS NULL AS no_link FROM idempotency.claim('tc', 'once-lease', NULL, NULL, NULL, '0', :'second');
+
 -- the statement path (a trigger on the table rules out the direct write)
 -- stores it the same way as the direct one
 CREATE FUNCTION tc_touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;

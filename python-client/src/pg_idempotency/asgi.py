@@ -266,7 +266,7 @@ class IdempotencyMiddleware:
                             stored = stored_headers(captured.text_headers(), o.replay_headers)
                             response = Response(captured.status, captured.body, stored)
                             if obs:
-                                async with obs.db(conn, "idempotency.finish"):
+                                with obs.db(conn, "idempotency.finish"):
                                     await aio.finish(conn, scope_name, key, token, response)
                             else:
                                 await aio.finish(conn, scope_name, key, token, response)
@@ -309,18 +309,13 @@ class IdempotencyMiddleware:
         traceparent = obs.trace_context()
         if traceparent is not None:
             kwargs["trace_context"] = traceparent
-        async with obs.db(conn, "idempotency.claim"):
+        with obs.db(conn, "idempotency.claim"):
             result = await aio.claim(conn, scope_name, key, **kwargs)
-        obs.outcome, obs.attempt = result.outcome.value, result.attempt
-        obs.stored_trace_context = result.trace_context
-        if result.replayed and obs.wants_first_execution_age():
+        if obs.claim_answered(result):
             try:  # a failure here must not fail the replay: the age is just not known
                 async with conn.transaction():  # a savepoint: a failed lookup leaves the claim's transaction usable
-                    async with obs.db(conn, "idempotency.lookup"):
-                        record = await aio.lookup(conn, scope_name, key)
-                if record is not None and record.completed_at is not None:
-                    from datetime import datetime, timezone
-                    obs.age = (datetime.now(timezone.utc) - record.completed_at).total_seconds()
+                    with obs.db(conn, "idempotency.lookup"):
+                        obs.first_execution(await aio.lookup(conn, scope_name, key))
             except (IdempotencyError, psycopg.Error):
                 pass
         return result

@@ -1,4 +1,4 @@
-"""OpenTelemetry traces and metrics of the ASGI middleware, through
+"""OpenTelemetry traces and metrics of the ASGI and Django middleware, through
 opentelemetry-api when the application has it installed (optional); without
 it, or with the API but no SDK, nothing is recorded. The names are the C++
 middleware's (<idempotency/opentelemetry.hpp>) and the Node package's:
@@ -31,8 +31,9 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Optional
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Iterator, Optional
 
 try:
     from opentelemetry import context as _context
@@ -60,6 +61,15 @@ def _version() -> str:
         return version("pg-idempotency")
     except Exception:  # running from a source tree
         return ""
+
+
+def _sqlstate_of(e: BaseException) -> str:
+    """psycopg 3's sqlstate, psycopg2's pgcode, also under Django's wrapper."""
+    for x in (e, e.__cause__):
+        state = getattr(x, "sqlstate", None) or getattr(x, "pgcode", None)
+        if state:
+            return str(state)
+    return "XX000"
 
 
 def span_context_of(traceparent: Optional[str]) -> Any:
@@ -159,9 +169,24 @@ class Observation:
     def wants_first_execution_age(self) -> bool:
         return self.t.first_execution_age and self.span.is_recording()
 
-    @asynccontextmanager
-    async def db(self, conn: Any, function: str) -> AsyncIterator[None]:
-        """A CLIENT span for one idempotency.* call on conn."""
+    def claim_answered(self, result: Any) -> bool:
+        """Notes what claim() answered; True when the first execution's age
+        is wanted (a replay whose span is recorded): then look the key up and
+        pass the record to first_execution()."""
+        self.outcome, self.attempt = result.outcome.value, result.attempt
+        self.stored_trace_context = result.trace_context
+        return bool(result.replayed) and self.wants_first_execution_age()
+
+    def first_execution(self, record: Any) -> None:
+        """The age of the stored answer, from lookup()'s record (None: unknown)."""
+        if record is not None and record.completed_at is not None:
+            self.age = (datetime.now(timezone.utc) - record.completed_at).total_seconds()
+
+    @contextmanager
+    def db(self, conn: Any, function: str) -> Iterator[None]:
+        """A CLIENT span for one idempotency.* call on conn (a psycopg 3 or
+        psycopg2 connection); a plain context manager, so that it wraps an
+        await (ASGI) as well as a blocking call (Django)."""
         a: dict[str, Any] = {"db.system.name": "postgresql", "db.operation.name": "SELECT",
                              "db.stored_procedure.name": function}
         try:
@@ -179,7 +204,7 @@ class Observation:
         try:
             yield
         except Exception as e:
-            state = getattr(e, "sqlstate", None) or "XX000"
+            state = _sqlstate_of(e)
             span.set_attributes({"db.response.status_code": state, "error.type": state})
             span.set_status(_trace.Status(_trace.StatusCode.ERROR, state))
             raise
