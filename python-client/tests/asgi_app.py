@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 
 import uvicorn
@@ -112,7 +113,12 @@ def create_app(db: str, pool_size: int, acquire_timeout: float):
         ("POST", "/raw"): Options(),
         ("POST", "/waiting"): Options(fingerprint="none", wait=20),  # wait for the running request
     }
-    app = Starlette(routes=routes, on_startup=[pool.open], on_shutdown=[pool.close])
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):  # (Starlette 1.0 has no on_startup/on_shutdown)
+        async with pool:
+            yield
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(IdempotencyMiddleware, pool=pool, routes=policy, acquire_timeout=acquire_timeout)
     return app
 

@@ -16,6 +16,7 @@ def database(request: Request):
 
 def create_app(db: str):
     pool = make_pool(db, 4)
+    # Debian 12 ships FastAPI 0.92, which has no lifespan= yet (docs/python.md)
     app = FastAPI(on_startup=[pool.open], on_shutdown=[pool.close])
 
     @app.post("/orders", status_code=201)

@@ -2,8 +2,13 @@
 on psycopg 3's AsyncConnectionPool.
 
     pool = pg_idempotency.asgi.make_pool("dbname=app", size=16)
-    app = Starlette(routes=[Route("/payments", create_payment, methods=["POST"])],
-                    on_startup=[pool.open], on_shutdown=[pool.close])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        async with pool:               # opened at start-up, closed at shutdown
+            yield
+
+    app = Starlette(routes=[Route("/payments", create_payment, methods=["POST"])], lifespan=lifespan)
     app.add_middleware(IdempotencyMiddleware, pool=pool, routes={
         ("POST", "/payments"): Options(scope=lambda req: "payments", fingerprint="json-body"),
         ("GET", "/payments/count"): transaction_options(),
