@@ -114,9 +114,12 @@ chroot_make() {
   touch "$root/.pgi-bootstrapped"
 }
 
-# chroot_ensure MAJOR: the chroot exists, is healthy, has the matrix's packages.
+# chroot_ensure MAJOR [SUITE...]: the chroot exists, is healthy, has the
+# matrix's packages and those of the suites named (names or substrings, as
+# scripts/test takes them).
 chroot_ensure() {
   local major=$1 root waited=0
+  shift
   root=$(chroot_root "$major") || return 1
   # A chroot another process is still setting up (made here or adopted) is
   # waited for, up to 30 minutes.
@@ -133,15 +136,22 @@ chroot_ensure() {
   fi
   # PostgreSQL's packages would start a cluster on 5432: services never start here.
   printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"; chmod +x "$root/usr/sbin/policy-rc.d"
-  chroot_packages "$major"
+  chroot_packages "$major" "$@"
 }
 
-# The packages common.sh lists for the matrix and the chroots, for this major; only the missing.
+# chroot_packages MAJOR [SUITE...]: the packages common.sh lists for the matrix
+# and the chroots, for this major, and its SUITE_PACKAGES of the suites named;
+# only the missing.
 chroot_packages() {
   local major=$1 root apt missing
+  shift
   root=$(chroot_root "$major")
   apt=$(chroot_apt_opts "$major")
-  missing=$(PG_MAJOR=$major PG_BIN= bash -c 'source "$1"; printf "%s\n" "${MATRIX_PACKAGES[@]}" "${CHROOT_PACKAGES[@]}"' _ "$REPO_ROOT/scripts/lib/common.sh" |
+  missing=$(PG_MAJOR=$major PG_BIN= bash -c 'source "$1"; shift
+    printf "%s\n" "${MATRIX_PACKAGES[@]}" "${CHROOT_PACKAGES[@]}"
+    for suite in "${!SUITE_PACKAGES[@]}"; do
+      for w in "$@"; do [[ $suite == *"$w"* ]] && { printf "%s\n" ${SUITE_PACKAGES[$suite]}; break; }; done
+    done' _ "$REPO_ROOT/scripts/lib/common.sh" "$@" |
     while read -r p; do
       chroot "$root" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"
     done | tr '\n' ' ')

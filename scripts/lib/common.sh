@@ -28,6 +28,10 @@ MATRIX_PACKAGES=(
 # OpenTelemetry adapter's build and tests; trixie's opentelemetry-cpp needs
 # Abseil's headers without depending on them.
 CHROOT_PACKAGES=(opentelemetry-cpp-dev libabsl-dev)
+# What a suite needs on top of those where a chroot runs it (scripts/test's
+# MAJOR_SUITES, or one asked for by name): the pooler suite's PgBouncer, and
+# Redis for its consumer scenario. scripts/lib/chroot.sh installs them.
+declare -gA SUITE_PACKAGES=([80-pooler]="pgbouncer redis-server")
 # The host's suites need these as well.
 DEB_PACKAGES=(
   "${MATRIX_PACKAGES[@]}"
