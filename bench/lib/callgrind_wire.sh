@@ -61,12 +61,20 @@ run() {
   before=$(ls "$WORK/cg")
   "$PG_BIN/pgbench" -n -M prepared -c 1 -t "$2" -D nreplay=1000 -D ttl=1d -D lease=30s -D wait=0 \
     -h "$WORK" -p "$PORT" -U postgres -f "$HERE/../workloads/$1.sql" postgres >"$WORK/pgbench.$1.$2.txt" 2>&1 || return 1
-  # the backend writes its file when it exits, just after pgbench's connection closes
-  for _ in $(seq 1 30); do
-    f=$(comm -13 <(echo "$before") <(ls "$WORK/cg") | while read -r x; do echo "$(total "$WORK/cg/$x") $x"; done |
-        sort -n | tail -1 | awk '{print $2}')
-    [ -n "$f" ] && break; sleep 1
+  # Each backend writes its file when it exits, after pgbench's connections
+  # close (pgbench may open more than one): wait until every new file is
+  # complete and no new one came for 3 s, then take the largest.
+  local stable=0 prev=
+  for _ in $(seq 1 120); do
+    f=$(comm -13 <(echo "$before") <(ls "$WORK/cg") | while read -r x; do echo "$(total "$WORK/cg/$x") $x"; done)
+    if [ -n "$f" ] && ! echo "$f" | grep -q '^ ' && [ "$f" = "$prev" ]; then
+      stable=$((stable + 1)); [ $stable -ge 3 ] && break
+    else
+      stable=0
+    fi
+    prev=$f; sleep 1
   done
+  f=$(echo "$f" | sort -n | tail -1 | awk '{print $2}')
   [ -n "$f" ] && total "$WORK/cg/$f" && mv "$WORK/cg/$f" "$WORK/cg.$1.$2"
 }
 
