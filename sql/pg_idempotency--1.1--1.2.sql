@@ -21,12 +21,22 @@ ALTER FUNCTION idempotency.claim(pg_catalog.text, pg_catalog.text, pg_catalog.by
                                  pg_catalog.interval, pg_catalog.interval)
     RENAME TO claim_before_1_2;
 
+-- 1.2: claim's planner support: plans claim(scope, key, fingerprint) with those
+-- three arguments instead of the seven the defaults fill in, which a replay in
+-- FROM pays for at every execution (extension/request/claim_support.cpp).
+CREATE FUNCTION idempotency._claim_support(pg_catalog.internal)
+RETURNS pg_catalog.internal
+AS 'MODULE_PATHNAME', 'idempotency_claim_support' LANGUAGE C STRICT;
+
+REVOKE ALL ON FUNCTION idempotency._claim_support(pg_catalog.internal) FROM PUBLIC;
+
 CREATE FUNCTION idempotency.claim(
     scope pg_catalog.text, key pg_catalog.text, fingerprint pg_catalog.bytea DEFAULT NULL,
     ttl pg_catalog.interval DEFAULT NULL, lease pg_catalog.interval DEFAULT NULL,
     wait pg_catalog.interval DEFAULT '0', trace_context pg_catalog.text DEFAULT NULL)
 RETURNS idempotency.claim_result
-AS 'MODULE_PATHNAME', 'idempotency_claim' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+AS 'MODULE_PATHNAME', 'idempotency_claim' LANGUAGE C VOLATILE PARALLEL UNSAFE
+SUPPORT idempotency._claim_support;
 REVOKE ALL ON FUNCTION idempotency.claim(pg_catalog.text, pg_catalog.text, pg_catalog.bytea, pg_catalog.interval,
                                          pg_catalog.interval, pg_catalog.interval, pg_catalog.text)
 FROM PUBLIC;

@@ -79,12 +79,20 @@ CREATE TYPE idempotency.claim_result AS (
     trace_context    pg_catalog.text
 );
 
+-- claim's planner support: plans claim(scope, key, fingerprint) with those
+-- three arguments instead of the seven the defaults fill in, which a replay in
+-- FROM pays for at every execution (extension/request/claim_support.cpp).
+CREATE FUNCTION idempotency._claim_support(pg_catalog.internal)
+RETURNS pg_catalog.internal
+AS 'MODULE_PATHNAME', 'idempotency_claim_support' LANGUAGE C STRICT;
+
 CREATE FUNCTION idempotency.claim(
     scope pg_catalog.text, key pg_catalog.text, fingerprint pg_catalog.bytea DEFAULT NULL,
     ttl pg_catalog.interval DEFAULT NULL, lease pg_catalog.interval DEFAULT NULL,
     wait pg_catalog.interval DEFAULT '0', trace_context pg_catalog.text DEFAULT NULL)
 RETURNS idempotency.claim_result
-AS 'MODULE_PATHNAME', 'idempotency_claim' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+AS 'MODULE_PATHNAME', 'idempotency_claim' LANGUAGE C VOLATILE PARALLEL UNSAFE
+SUPPORT idempotency._claim_support;
 
 CREATE FUNCTION idempotency.finish(
     scope pg_catalog.text, key pg_catalog.text, token pg_catalog.int8, response_status pg_catalog.int4,
@@ -137,6 +145,7 @@ AS 'MODULE_PATHNAME', 'idempotency_once' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 -- USAGE on the schema, EXECUTE on the functions and DML on idempotency.keys
 -- (see README, "Privileges").
 REVOKE ALL ON FUNCTION
+    idempotency._claim_support(pg_catalog.internal),
     idempotency.claim(pg_catalog.text, pg_catalog.text, pg_catalog.bytea, pg_catalog.interval,
                       pg_catalog.interval, pg_catalog.interval, pg_catalog.text),
     idempotency.finish(pg_catalog.text, pg_catalog.text, pg_catalog.int8, pg_catalog.int4, pg_catalog.bytea,

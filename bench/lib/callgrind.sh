@@ -64,7 +64,7 @@ declare -A OPS=(
                 ON CONFLICT DO NOTHING; COMMIT;"
   [new_simple]="PERFORM peer_simple.finish('new', r || i, (peer_simple.claim('new', r || i, $FP)).token, 201, $BODY, $HDR); COMMIT;"
 )
-ORDER=(replay_ours replay_pk new_ours new_bare new_simple once_ours once_bare)
+ORDER=(${CALLGRIND_OPS:-replay_ours replay_pk new_ours new_bare new_simple once_ours once_bare})
 
 # counts FILE: "instructions executor_starts spi_statements spi_connects" of a callgrind output
 counts() {

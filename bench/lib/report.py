@@ -5,6 +5,8 @@
         transactions that completed in [START, END] (END 0 = no end)
   report.py table OUTDIR                             -> prints the table, writes
         OUTDIR/table.md, OUTDIR/ratios.dat, OUTDIR/steady.dat plots
+  report.py majors OUTDIR 15 17 18                   -> one column per major from
+        OUTDIR/pgN/runs.tsv (bench/lib/majors.sh), writes OUTDIR/table.md
 """
 import os
 import statistics
@@ -57,12 +59,21 @@ PAIRS = [
     ("1q", "1 new keys, sync_commit=on: portable edition / bare SQL", "new_on", "portable", "bare", "tps", True, None, ""),
     ("2a", "2 replay: ours claim / PK SELECT", "replay", "ours", "pk", "tps", True, 1.0, ">= 1.0"),
     ("2s", "2 replay: ours as SELECT claim(...) (no FROM) / PK SELECT", "replay", "scalar", "pk", "tps", True, None, ""),
+    ("2k", "2 replay: the C++ client's statement (9 columns, FROM, 6 parameters) / PK SELECT", "replay", "client", "pk",
+     "tps", True, None, ""),
     ("2e", "2 replay, callgrind: executor starts per replay, ours / PK SELECT", "cg:executor_starts", "replay_ours",
      "replay_pk", "count", False, None, ""),
     ("2f", "2 replay, callgrind: SPI statements per replay (ours)", "cg:spi_statements", "replay_ours", None, "count",
      False, None, ""),
     ("2g", "2 replay, callgrind: instructions per replay, ours / PK SELECT", "cg:instr", "replay_ours", "replay_pk",
      "instr", False, None, ""),
+    # callgrind over the wire (bench/lib/callgrind_wire.sh): a pgbench -M prepared backend's instructions per txn
+    ("2h", "2 replay over the wire, callgrind: instructions per txn, ours claim / PK SELECT", "cgw:instr", "replay_ours",
+     "replay_pk", "instr", False, 1.0, "<= 1.0"),
+    ("2i", "2 replay over the wire, callgrind: scalar form SELECT claim(...) / PK SELECT", "cgw:instr", "replay_scalar",
+     "replay_pk", "instr", False, None, ""),
+    ("2j", "2 replay over the wire, callgrind: the C++ client's statement / PK SELECT", "cgw:instr", "replay_client",
+     "replay_pk", "instr", False, None, ""),
     ("2b", "2 replay: ours / simple peer", "replay", "ours", "simple", "tps", True, None, ""),
     ("2c", "2 replay: ours / portable edition", "replay", "ours", "portable", "tps", True, None, ""),
     ("2p", "2 replay: portable edition claim / PK SELECT", "replay", "portable", "pk", "tps", True, None, ""),
@@ -96,7 +107,7 @@ def fmt(v, unit):
     return f"{v:.2f}"
 
 
-def table(outdir):
+def load_runs(outdir):
     runs = {}
     with open(os.path.join(outdir, "runs.tsv")) as f:
         for line in f:
@@ -104,23 +115,30 @@ def table(outdir):
             if len(p) < 4 or p[3] in ("", "NA"):
                 continue
             runs.setdefault((p[0], p[1]), {})[p[2]] = float(p[3])
-    rows, dat = [], []
+    return runs
+
+
+def summarize(runs):
+    """Per row of PAIRS: (pid, label, ttext, cells) where cells is the table row
+    (ours, baseline, ratio, CPU, target, verdict), plus the ratio summary
+    (median, min, max, n) or None, and the verdict."""
+    out = []
     for pid, label, group, ours, base, unit, higher, target, ttext in PAIRS:
         o = runs.get((group, ours), {})
         b = runs.get((group, base), {}) if base else {}
         if not o:
-            rows.append((label, "not measured", "-", "-", "-", ttext, "n/a"))
+            out.append((pid, label, ttext, ("not measured", "-", "-", "-"), None, "n/a"))
             continue
         om = statistics.median(o.values())
         if base is None:
-            ratios = list(o.values())
-            r_med = om
+            vals = list(o.values())
             verdict = "-" if target is None else ("met" if (om >= target) == higher else "missed")
-            rows.append((label, fmt(om, unit) + f" {unit}", "-",
-                         f"{fmt(min(ratios), unit)}-{fmt(max(ratios), unit)} (n={len(ratios)})", "-", ttext, verdict))
+            out.append((pid, label, ttext, (fmt(om, unit) + f" {unit}", "-",
+                        f"{fmt(min(vals), unit)}-{fmt(max(vals), unit)} (n={len(vals)})", "-"),
+                        (om, min(vals), max(vals), len(vals), unit), verdict))
             continue
         if not b:
-            rows.append((label, fmt(om, unit), "not measured", "-", "-", ttext, "n/a"))
+            out.append((pid, label, ttext, (fmt(om, unit), "not measured", "-", "-"), None, "n/a"))
             continue
         bm = statistics.median(b.values())
         rounds = sorted(set(o) & set(b))
@@ -139,26 +157,74 @@ def table(outdir):
             cr = [cb[r] / co[r] for r in crounds if co[r]]
             cpu = (f"{statistics.median(cr):.2f} ({min(cr):.2f}-{max(cr):.2f}; "
                    f"{statistics.median(co.values()):.0f}/{statistics.median(cb.values()):.0f} us)")
-        rows.append((label, f"{fmt(om, unit)} {unit}", f"{fmt(bm, unit)} {unit}",
-                     f"{r_med:.2f} ({min(ratios):.2f}-{max(ratios):.2f}, n={len(ratios)})", cpu, ttext, verdict))
-        if unit in ("tps",) or group in ("sweeplat", "cxx", "sweep"):
-            dat.append((pid, r_med, min(ratios), max(ratios), target if target is not None else -1))
+        out.append((pid, label, ttext, (f"{fmt(om, unit)} {unit}", f"{fmt(bm, unit)} {unit}",
+                    f"{r_med:.2f} ({min(ratios):.2f}-{max(ratios):.2f}, n={len(ratios)})", cpu),
+                    (r_med, min(ratios), max(ratios), len(ratios), None), verdict))
+    return out
+
+
+def table(outdir):
+    runs = load_runs(outdir)
+    rows, dat = [], []
+    units = {p[0]: (p[2], p[5], p[7]) for p in PAIRS}
+    for pid, label, ttext, cells, summary, verdict in summarize(runs):
+        rows.append((label,) + cells + (ttext, verdict))
+        group, unit, target = units[pid]
+        if summary and summary[4] is None and (unit in ("tps",) or group in ("sweeplat", "cxx", "sweep")):
+            dat.append((pid, summary[0], summary[1], summary[2], target if target is not None else -1))
     head = ("workload", "ours", "baseline", "ratio median (min-max)",
             "CPU ratio base/ours (min-max; ours/base us per txn)", "target", "verdict")
+    print_table(head, rows)
+    with open(os.path.join(outdir, "table.md"), "w") as f:
+        f.write(markdown(head, rows))
+    with open(os.path.join(outdir, "ratios.dat"), "w") as f:
+        for i, (pid, med, lo, hi, tgt) in enumerate(dat):
+            f.write(f"{i} {pid} {med:.4f} {lo:.4f} {hi:.4f} {tgt}\n")
+    plot(outdir, bool(dat))
+
+
+def print_table(head, rows):
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     lines = [" | ".join(str(c).ljust(w) for c, w in zip(head, widths)),
              "-+-".join("-" * w for w in widths)]
     for r in rows:
         lines.append(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)))
     print("\n".join(lines))
+
+
+def markdown(head, rows):
+    return ("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n" +
+            "".join("| " + " | ".join(str(c) for c in r) + " |\n" for r in rows))
+
+
+def majors(outdir, names):
+    """One row per PAIRS row, one column per major (OUTDIR/pgN/runs.tsv):
+    the ratio median (min-max) and, where the row has a target, its verdict."""
+    per = {m: {s[0]: s for s in summarize(load_runs(os.path.join(outdir, f"pg{m}")))} for m in names}
+    head = ("workload", "target") + tuple(f"PostgreSQL {m}" for m in names)
+    rows = []
+    for pid, label, *_rest in PAIRS:
+        ttext = _rest[-1]
+        cells = []
+        for m in names:
+            s = per[m].get(pid)
+            if s is None or s[4] is None:
+                cells.append("-")
+                continue
+            med, lo, hi, n, unit = s[4]
+            if unit is None:
+                text = f"{med:.2f}" if n == 1 else f"{med:.2f} ({lo:.2f}-{hi:.2f})"
+            else:  # an absolute figure (no baseline)
+                text = f"{fmt(med, unit)} {unit}"
+            if s[5] in ("met", "missed"):
+                text += f" {s[5]}"
+            cells.append(text)
+        if all(c == "-" for c in cells):
+            continue
+        rows.append((label, ttext or "-") + tuple(cells))
+    print_table(head, rows)
     with open(os.path.join(outdir, "table.md"), "w") as f:
-        f.write("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
-        for r in rows:
-            f.write("| " + " | ".join(str(c) for c in r) + " |\n")
-    with open(os.path.join(outdir, "ratios.dat"), "w") as f:
-        for i, (pid, med, lo, hi, tgt) in enumerate(dat):
-            f.write(f"{i} {pid} {med:.4f} {lo:.4f} {hi:.4f} {tgt}\n")
-    plot(outdir, bool(dat))
+        f.write(markdown(head, rows))
 
 
 def plot(outdir, have_ratios):
@@ -207,4 +273,4 @@ def pngcairo():
 
 
 if __name__ == "__main__":
-    {"lat": lat, "table": lambda a: table(a[0])}[sys.argv[1]](sys.argv[2:])
+    {"lat": lat, "table": lambda a: table(a[0]), "majors": lambda a: majors(a[0], a[1:])}[sys.argv[1]](sys.argv[2:])

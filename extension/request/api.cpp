@@ -198,8 +198,9 @@ Datum Claim(FunctionCallInfo fcinfo) {
   const Interval lease = args::PositiveInterval(fcinfo, 4, "lease", int64{settings::DefaultLeaseMs()} * 1000, &key);
   const int64 wait_us = args::NonNegativeIntervalUs(fcinfo, 5, "wait", key);
   // 1.2's seventh argument; a database still at 1.0 or 1.1 (rolling upgrade)
-  // calls with six and has no trace_context column.
-  const bool traced = PG_NARGS() > 6;
+  // calls with six and has no trace_context column. A 1.2 call comes with
+  // seven, or fewer when claim_support.cpp dropped trailing defaults (never six).
+  const bool traced = PG_NARGS() != 6;
   text* trace_context = args::OptionalTraceContext(fcinfo, 6, key);
   // The wait is measured on the wall clock from here (now() is the
   // transaction's start); wait_us is saturated well below overflow.

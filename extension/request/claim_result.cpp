@@ -5,7 +5,10 @@
 
 extern "C" {
 #include "catalog/pg_enum.h"
+#include "nodes/execnodes.h"
+#include "utils/inval.h"
 #include "utils/syscache.h"
+#include "utils/typcache.h"
 }
 
 namespace pgi::claim_result {
@@ -13,6 +16,7 @@ namespace {
 
 constexpr int kAttributes = 10;          // 1.2
 constexpr int kAttributesBefore12 = 9;   // 1.0, 1.1: no trace_context
+constexpr int kOutcomes = 4;
 
 const char* Label(Outcome outcome) {
   switch (outcome) {
@@ -28,23 +32,77 @@ const char* Label(Outcome outcome) {
   return "in_progress";
 }
 
+// The outcome enum's label OIDs, per backend: a replay is cheap enough that
+// a catalog-cache lookup per call shows. The OIDs change when the extension
+// is re-created, which changes pg_enum: every pg_enum invalidation forgets
+// them (a generation count makes a fill raced by one count once, unkept).
+struct Labels {
+  Oid type;
+  Oid oid[kOutcomes];
+};
+Labels labels = {};
+uint64 label_invalidations = 0;
+bool label_callback_registered = false;
+
+void ForgetLabels(Datum, int, uint32) {
+  labels.type = InvalidOid;
+  label_invalidations++;
+}
+
+// Call inside PgCall.
+Oid LabelOid(Oid type, Outcome outcome) {
+  if (!label_callback_registered) {
+    CacheRegisterSyscacheCallback(ENUMTYPOIDNAME, ForgetLabels, 0);
+    label_callback_registered = true;
+  }
+  const int index = static_cast<int>(outcome);
+  if (labels.type == type) return labels.oid[index];
+  const uint64 seen = label_invalidations;
+  Labels fresh = {type, {}};
+  for (int i = 0; i < kOutcomes; i++) {
+    const char* name = Label(static_cast<Outcome>(i));
+    fresh.oid[i] = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid, ObjectIdGetDatum(type), CStringGetDatum(name));
+    if (!OidIsValid(fresh.oid[i])) elog(ERROR, "pg_idempotency: outcome label \"%s\" is missing", name);
+  }
+  if (label_invalidations == seen) labels = fresh;
+  return fresh.oid[index];
+}
+
+// The row type to form, without a catalog lookup where the caller knows it.
+// In FROM (SELECT * FROM claim(...)) the function scan passes the row type it
+// expects; in a select list (SELECT claim(...)) the call's result type comes
+// from the type cache (typcache.c keeps it current). Either way it is the
+// type the statement was planned with, as get_call_result_type would give.
+// *pinned: the descriptor came from lookup_rowtype_tupdesc; release it.
+TupleDesc ResultType(FunctionCallInfo fcinfo, bool* pinned) {
+  *pinned = false;
+  const auto* rsinfo = reinterpret_cast<const ReturnSetInfo*>(fcinfo->resultinfo);
+  if (rsinfo != nullptr && IsA(rsinfo, ReturnSetInfo) && rsinfo->expectedDesc != nullptr &&
+      OidIsValid(rsinfo->expectedDesc->tdtypeid) && rsinfo->expectedDesc->tdtypeid != RECORDOID)
+    return rsinfo->expectedDesc;
+  const Oid type = fcinfo->flinfo != nullptr ? get_fn_expr_rettype(fcinfo->flinfo) : InvalidOid;
+  if (OidIsValid(type) && type != RECORDOID && type_is_rowtype(type)) {
+    *pinned = true;
+    return lookup_rowtype_tupdesc(type, -1);
+  }
+  TupleDesc tupdesc;
+  if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE)
+    elog(ERROR, "pg_idempotency: claim must return idempotency.claim_result");
+  return BlessTupleDesc(tupdesc);
+}
+
 }  // namespace
 
 Datum Build(FunctionCallInfo fcinfo, const Fields& f, MemoryContext into) {
-  const char* label = Label(f.outcome);
   return PgCall([&] {
     MemoryContext previous = MemoryContextSwitchTo(into);
-    TupleDesc tupdesc;
-    if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE ||
-        (tupdesc->natts != kAttributes && tupdesc->natts != kAttributesBefore12))
+    bool pinned = false;
+    const TupleDesc tupdesc = ResultType(fcinfo, &pinned);
+    if (tupdesc->natts != kAttributes && tupdesc->natts != kAttributesBefore12)
       elog(ERROR, "pg_idempotency: claim must return idempotency.claim_result");
-    tupdesc = BlessTupleDesc(tupdesc);
     // The enum's oids change when the extension is re-created: look the label
-    // up by the result type's first column (a syscache hit).
-    const Oid outcome_type = TupleDescAttr(tupdesc, 0)->atttypid;
-    const Oid outcome_oid =
-        GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid, ObjectIdGetDatum(outcome_type), CStringGetDatum(label));
-    if (!OidIsValid(outcome_oid)) elog(ERROR, "pg_idempotency: outcome label \"%s\" is missing", label);
+    // up by the result type's first column.
+    const Oid outcome_oid = LabelOid(TupleDescAttr(tupdesc, 0)->atttypid, f.outcome);
 
     Datum values[kAttributes];
     bool nulls[kAttributes];
@@ -69,6 +127,7 @@ Datum Build(FunctionCallInfo fcinfo, const Fields& f, MemoryContext into) {
     values[9] = PointerGetDatum(f.trace_context);  // not formed when the type has 9 attributes
     nulls[9] = f.trace_context == nullptr;
     Datum result = HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+    if (pinned) ReleaseTupleDesc(tupdesc);
     MemoryContextSwitchTo(previous);
     return result;
   });

@@ -97,8 +97,9 @@ check "grants: the installing role gets the contract's privileges with grant opt
            coalesce(bool_and(x.is_grantable)::text, '-')
     FROM acl LEFT JOIN LATERAL aclexplode(acl.acl) x ON x.grantee <> acl.owner
     GROUP BY what ORDER BY what"
+# Ten functions: the nine of the API and claim's planner support function (1.2).
 check "every function grants EXECUTE to the installing role, with grant option" "t " \
-  as_super $DB -Atc "SELECT bool_and(has_function_privilege('$OWNER', oid, 'EXECUTE WITH GRANT OPTION')) AND count(*) = 9
+  as_super $DB -Atc "SELECT bool_and(has_function_privilege('$OWNER', oid, 'EXECUTE WITH GRANT OPTION')) AND count(*) = 10
                       FROM pg_proc WHERE pronamespace = 'idempotency'::regnamespace"
 check "PUBLIC and other roles get nothing implicitly" "f f f f " \
   as_super $DB -Atc "SELECT has_function_privilege('$APP', 'idempotency.claim(text, text, bytea, interval, interval, interval, text)', 'EXECUTE');
@@ -146,7 +147,7 @@ check "the owner updates 1.1 to 1.2 and then uses it; its 1.1 key data kept" "1.
                        SELECT idempotency.finish('t', 'k', (SELECT token FROM idempotency.keys), 200);
                        SELECT (idempotency.claim('t', 'k')).outcome" 
 check "the updated database's privileges equal a fresh trusted install's" "t " \
-  as_super $DB11 -Atc "SELECT bool_and(has_function_privilege('$OWNER', oid, 'EXECUTE WITH GRANT OPTION')) AND count(*) = 9
+  as_super $DB11 -Atc "SELECT bool_and(has_function_privilege('$OWNER', oid, 'EXECUTE WITH GRANT OPTION')) AND count(*) = 10
                        AND has_table_privilege('$OWNER', 'idempotency.keys', 'SELECT, INSERT, UPDATE, DELETE WITH GRANT OPTION')
                        FROM pg_proc WHERE pronamespace = 'idempotency'::regnamespace"
 check "the owner drops the updated extension" "" as_owner $DB11 -Atc "DROP EXTENSION pg_idempotency"
