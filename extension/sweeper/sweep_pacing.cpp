@@ -10,11 +10,13 @@ Micros PauseOwed(Micros worked, Micros slept, double throttle) {
   return owed <= 0 ? 0 : static_cast<Micros>(std::min(owed, 1e6));
 }
 
-double TargetRate(double claims_per_second) {
-  return std::max(kFloorRowsPerSecond, kRowsPerClaim * std::max(0.0, claims_per_second));
+double TargetRate(std::optional<double> claims_per_second) {
+  if (!claims_per_second) return kFloorRowsPerSecond;
+  if (*claims_per_second <= 0) return 0;
+  return std::max(kFloorRowsPerSecond, kRowsPerClaim * *claims_per_second);
 }
 
-double ClaimRate::Update(Micros now, std::uint64_t claims) {
+std::optional<double> ClaimRate::Update(Micros now, std::uint64_t claims) {
   if (since_ < 0 || claims < from_) {  // first reading, or the counters were reset (restart)
     since_ = now;
     from_ = claims;

@@ -10,7 +10,8 @@
 //   most 1 / (1 + throttle) of one core.
 // * Keeps to a rate derived from the insert rate: at most kRowsPerClaim rows
 //   a second for every key claimed a second on the server (the claims
-//   counter of idempotency.stats), and never less than kFloorRowsPerSecond.
+//   counter of idempotency.stats), and never less than kFloorRowsPerSecond;
+//   while no key is claimed at all, the throttle alone (nobody to yield to).
 //   Expired keys were made at the claim rate of a day (their ttl) ago, so
 //   20 times today's rate keeps up with any backlog a steady load leaves,
 //   while the sweep's CPU, WAL and full-page images are spread thinly over
@@ -19,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 namespace pgi::sweeper::pacing {
 
@@ -43,22 +45,23 @@ constexpr std::int64_t kMinLimit = 50;
 constexpr double kRowsPerClaim = 20;
 constexpr double kFloorRowsPerSecond = 20'000;
 
-// Rows a second to aim at while `claims_per_second` keys are claimed.
-double TargetRate(double claims_per_second);
+// Rows a second to aim at while `claims_per_second` keys are claimed; 0 for
+// no limit. Not measured yet (the start of a turn): the floor.
+double TargetRate(std::optional<double> claims_per_second);
 
 // Claims a second, from readings of the claims counter at least
-// kRateWindowUs apart (the first reading gives no rate: 0).
+// kRateWindowUs apart (none until a window has passed).
 constexpr Micros kRateWindowUs = 250'000;
 class ClaimRate {
  public:
   // A reading of the counter at time now; returns the rate so far.
-  double Update(Micros now, std::uint64_t claims);
-  double rate() const { return rate_; }
+  std::optional<double> Update(Micros now, std::uint64_t claims);
+  std::optional<double> rate() const { return rate_; }
 
  private:
   Micros since_ = -1;
   std::uint64_t from_ = 0;
-  double rate_ = 0;
+  std::optional<double> rate_;
 };
 
 // Keeps deletions to a rate: after `rows` more rows, the wait until the

@@ -21,6 +21,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <optional>
 
 #include "keys/store.hpp"
 #include "pg/boundary.hpp"
@@ -221,7 +222,7 @@ PassResult SweepPass(TimestampTz start) noexcept {
       const double throttle = settings::SweepThrottle();
       int64 owed = pacing::PauseOwed(worked, slept, throttle);
       if (throttle > 0) {
-        const double claims = claim_rate.Update(now, stats::Read(stats::Counter::Claims));
+        const std::optional<double> claims = claim_rate.Update(now, stats::Read(stats::Counter::Claims));
         owed = Max(owed, pacer.PauseAfter(now, deleted, pacing::TargetRate(claims)));
       }
       const int64 paused = Pause(owed);
@@ -231,10 +232,10 @@ PassResult SweepPass(TimestampTz start) noexcept {
       PgCall([&] {
         elog(DEBUG2,
              "pg_idempotency sweeper: batch of %lld rows (limit %lld) in %lld us, %lld us CPU; paused %lld us of %lld "
-             "(claims %.0f/s)",
+             "(claims %.0f/s, -1: not measured yet)",
              static_cast<long long>(deleted), static_cast<long long>(limit), static_cast<long long>(now - batch_wall),
              static_cast<long long>(last_elapsed), static_cast<long long>(paused), static_cast<long long>(owed),
-             claim_rate.rate());
+             claim_rate.rate().value_or(-1));
       });
     }
   } catch (const PgError& e) {

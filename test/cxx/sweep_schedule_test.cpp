@@ -153,21 +153,22 @@ TEST(SweepPacing, BatchesAimAtAShortSliceNeverAboveTheBatchSize) {
 
 TEST(SweepPacing, TheTargetRateFollowsTheClaimsAboveAFloor) {
   using namespace pgi::sweeper::pacing;
-  EXPECT_EQ(TargetRate(0), kFloorRowsPerSecond);
-  EXPECT_EQ(TargetRate(-5), kFloorRowsPerSecond);
-  EXPECT_EQ(TargetRate(2000), kRowsPerClaim * 2000);
+  EXPECT_EQ(TargetRate(std::nullopt), kFloorRowsPerSecond) << "not measured yet: the floor";
+  EXPECT_EQ(TargetRate(0.0), 0) << "nobody claims: no limit but the throttle";
+  EXPECT_EQ(TargetRate(10.0), kFloorRowsPerSecond);
+  EXPECT_EQ(TargetRate(2000.0), kRowsPerClaim * 2000);
   EXPECT_GE(kRowsPerClaim, 10) << "the sweeper must keep at least 10 times the claim rate";
 }
 
 TEST(SweepPacing, TheClaimRateIsMeasuredOverAWindow) {
   using namespace pgi::sweeper::pacing;
   ClaimRate rate;
-  EXPECT_EQ(rate.Update(0, 1000), 0) << "one reading is no rate";
-  EXPECT_EQ(rate.Update(kRateWindowUs / 2, 1500), 0) << "too soon";
-  EXPECT_DOUBLE_EQ(rate.Update(kSecond, 3000), 2000);
-  EXPECT_DOUBLE_EQ(rate.Update(kSecond + 10, 9000), 2000) << "kept until a window has passed";
-  EXPECT_DOUBLE_EQ(rate.Update(2 * kSecond, 1000), 2000) << "counters reset (a restart): starts again";
-  EXPECT_DOUBLE_EQ(rate.Update(3 * kSecond, 1500), 500);
+  EXPECT_FALSE(rate.Update(0, 1000)) << "one reading is no rate";
+  EXPECT_FALSE(rate.Update(kRateWindowUs / 2, 1500)) << "too soon";
+  EXPECT_DOUBLE_EQ(*rate.Update(kSecond, 3000), 2000);
+  EXPECT_DOUBLE_EQ(*rate.Update(kSecond + 10, 9000), 2000) << "kept until a window has passed";
+  EXPECT_DOUBLE_EQ(*rate.Update(2 * kSecond, 1000), 2000) << "counters reset (a restart): starts again";
+  EXPECT_DOUBLE_EQ(*rate.Update(3 * kSecond, 1500), 500);
 }
 
 TEST(SweepPacing, DeletionsKeepToTheRateWithoutBursts) {
