@@ -55,6 +55,10 @@ void Add(Counter counter, std::uint64_t amount) {
   if (shared != nullptr) pg_atomic_fetch_add_u64(&shared->counters[static_cast<std::size_t>(counter)], amount);
 }
 
+std::uint64_t Read(Counter counter) {
+  return shared != nullptr ? pg_atomic_read_u64(&shared->counters[static_cast<std::size_t>(counter)]) : 0;
+}
+
 void NoteSweep() {
   if (shared != nullptr) pg_atomic_write_u64(&shared->last_sweep_at, static_cast<uint64>(GetCurrentTimestamp()));
 }

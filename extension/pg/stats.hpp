@@ -16,5 +16,7 @@ void Init();
 
 void Add(Counter counter, std::uint64_t amount = 1);
 void NoteSweep();  // records last_sweep_at = now
+// The counter's value since server start (0 without shared memory).
+std::uint64_t Read(Counter counter);
 
 }  // namespace pgi::stats

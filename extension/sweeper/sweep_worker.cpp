@@ -5,8 +5,9 @@
 // each batch starts in the expires_at index where the last one ended, not
 // over the dead entries of the rows deleted before it) until a batch comes
 // back short, yielding to the claims beside it (short
-// batches, each followed by a pause in proportion to its time:
-// idempotency.sweep_throttle, see sweep_pacing.hpp). A turn that has used its budget
+// batches, each followed by a pause in proportion to its time,
+// idempotency.sweep_throttle, and long enough to keep to a deletion rate
+// derived from the claim rate; see sweep_pacing.hpp). A turn that has used its budget
 // (sweep_interval / 2) while another database waits for a worker stops early
 // and tells the launcher that keys are left, so the database gets another
 // turn soon. Then the worker reports in shared memory and exits.
@@ -20,6 +21,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <optional>
 
 #include "keys/store.hpp"
 #include "pg/boundary.hpp"
@@ -174,6 +176,10 @@ PassResult SweepPass(TimestampTz start) noexcept {
   // Where the next batch starts in the expires_at index: where the last one
   // ended, so no batch walks again over the entries of rows deleted before it.
   TimestampTz from = DT_NOBEGIN;
+  // The insert rate the deletion rate follows (sweep_pacing.hpp).
+  pacing::ClaimRate claim_rate;
+  pacing::RatePacer pacer;
+  claim_rate.Update(start, stats::Read(stats::Counter::Claims));
   try {
     for (;;) {
       if (ConfigReloadPending) {
@@ -211,16 +217,25 @@ PassResult SweepPass(TimestampTz start) noexcept {
         result.end = PassEnd::MoreLeft;
         break;
       }
-      const int64 owed = pacing::PauseOwed(worked, slept, settings::SweepThrottle());
+      // Paced: the CPU share (throttle) and the rate derived from the
+      // claims, whichever asks the longer pause.
+      const double throttle = settings::SweepThrottle();
+      int64 owed = pacing::PauseOwed(worked, slept, throttle);
+      if (throttle > 0) {
+        const std::optional<double> claims = claim_rate.Update(now, stats::Read(stats::Counter::Claims));
+        owed = Max(owed, pacer.PauseAfter(now, deleted, pacing::TargetRate(claims)));
+      }
       const int64 paused = Pause(owed);
       slept += paused;
       // Where a turn's time goes (log_min_messages = debug2): rows per batch,
       // its wall and CPU time, the pause owed and really slept.
       PgCall([&] {
         elog(DEBUG2,
-             "pg_idempotency sweeper: batch of %lld rows (limit %lld) in %lld us, %lld us CPU; paused %lld us of %lld",
+             "pg_idempotency sweeper: batch of %lld rows (limit %lld) in %lld us, %lld us CPU; paused %lld us of %lld "
+             "(claims %.0f/s, -1: not measured yet)",
              static_cast<long long>(deleted), static_cast<long long>(limit), static_cast<long long>(now - batch_wall),
-             static_cast<long long>(last_elapsed), static_cast<long long>(paused), static_cast<long long>(owed));
+             static_cast<long long>(last_elapsed), static_cast<long long>(paused), static_cast<long long>(owed),
+             claim_rate.rate().value_or(-1));
       });
     }
   } catch (const PgError& e) {

@@ -151,4 +151,47 @@ TEST(SweepPacing, BatchesAimAtAShortSliceNeverAboveTheBatchSize) {
   EXPECT_EQ(NextLimit(800, 0, 300, 10000, 1.0), 800);
 }
 
+TEST(SweepPacing, TheTargetRateFollowsTheClaimsAboveAFloor) {
+  using namespace pgi::sweeper::pacing;
+  EXPECT_EQ(TargetRate(std::nullopt), kFloorRowsPerSecond) << "not measured yet: the floor";
+  EXPECT_EQ(TargetRate(0.0), 0) << "nobody claims: no limit but the throttle";
+  EXPECT_EQ(TargetRate(10.0), kFloorRowsPerSecond);
+  EXPECT_EQ(TargetRate(2000.0), kRowsPerClaim * 2000);
+  EXPECT_GE(kRowsPerClaim, 10) << "the sweeper must keep at least 10 times the claim rate";
+}
+
+TEST(SweepPacing, TheClaimRateIsMeasuredOverAWindow) {
+  using namespace pgi::sweeper::pacing;
+  ClaimRate rate;
+  EXPECT_FALSE(rate.Update(0, 1000)) << "one reading is no rate";
+  EXPECT_FALSE(rate.Update(kRateWindowUs / 2, 1500)) << "too soon";
+  EXPECT_DOUBLE_EQ(*rate.Update(kSecond, 3000), 2000);
+  EXPECT_DOUBLE_EQ(*rate.Update(kSecond + 10, 9000), 2000) << "kept until a window has passed";
+  EXPECT_DOUBLE_EQ(*rate.Update(2 * kSecond, 1000), 2000) << "counters reset (a restart): starts again";
+  EXPECT_DOUBLE_EQ(*rate.Update(3 * kSecond, 1500), 500);
+}
+
+TEST(SweepPacing, DeletionsKeepToTheRateWithoutBursts) {
+  using namespace pgi::sweeper::pacing;
+  RatePacer pacer;
+  EXPECT_EQ(pacer.PauseAfter(kSecond, 100, 0), 0) << "no rate: no pause";
+  // 40k rows/s, batches of 2000 rows taking 5 ms: each pause makes up to 50 ms.
+  RatePacer steady;
+  std::int64_t now = 10 * kSecond, rows = 0;
+  const std::int64_t start = now;
+  for (int i = 0; i < 200; i++) {
+    now += 5'000;
+    rows += 2000;
+    now += steady.PauseAfter(now, 2000, 40'000);
+  }
+  EXPECT_NEAR(static_cast<double>(rows) * 1e6 / static_cast<double>(now - start), 40'000, 40'000 * 0.03);
+  // After a long stall (the machine busy for 2 s) the worker does not sweep
+  // the 2 s it owes back to back: only kRateSlackUs of them.
+  now += 2 * kSecond;
+  std::int64_t unpaused = 0;
+  while (steady.PauseAfter(now, 2000, 40'000) == 0) unpaused += 2000;
+  EXPECT_LE(unpaused, 40'000 * kRateSlackUs / kSecond);
+  EXPECT_LE(pacer.PauseAfter(kSecond, 10'000'000, 1), kSecond) << "one pause lasts a second at most";
+}
+
 }  // namespace
