@@ -15,9 +15,29 @@ import uuid
 
 import psycopg
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from pg_idempotency import otel
+
 gates: dict[str, tuple[threading.Event, threading.Event]] = {}  # key -> (started, go)
+
+
+class InMemoryTelemetry:
+    """The SDK's in-memory span exporter and metric reader, and the middleware's
+    Telemetry on providers of their own (nothing global)."""
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.reader = InMemoryMetricReader()
+        self.telemetry = otel.Telemetry(tracer_provider=tracer_provider,
+                                        meter_provider=MeterProvider(metric_readers=[self.reader]))
 
 
 def hold(key: str) -> None:

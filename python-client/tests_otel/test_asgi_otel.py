@@ -15,11 +15,6 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk")
 import uvicorn  # noqa: E402
-from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
@@ -29,11 +24,7 @@ from pg_idempotency import otel  # noqa: E402
 from pg_idempotency.asgi import IdempotencyMiddleware, Options, make_pool  # noqa: E402
 
 DB = "pg_idempotency_python_otel"
-exporter = InMemorySpanExporter()
-tracer_provider = TracerProvider()
-tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-reader = InMemoryMetricReader()
-meter_provider = MeterProvider(metric_readers=[reader])
+telemetry = payment_scenario.InMemoryTelemetry()
 
 
 async def pay(request):
@@ -56,7 +47,7 @@ def base():
 
     app = Starlette(routes=[Route("/pay", pay, methods=["POST"])], lifespan=lifespan)
     app.add_middleware(IdempotencyMiddleware, pool=pool, routes={("POST", "/pay"): Options(scope=lambda r: "otel")},
-                       telemetry=otel.Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider))
+                       telemetry=telemetry.telemetry)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -74,7 +65,7 @@ def base():
 
 
 def test_claimed_replay_in_progress_mismatch_link_and_metrics(base):
-    payment_scenario.run(base, DB, exporter, reader)
+    payment_scenario.run(base, DB, telemetry.exporter, telemetry.reader)
 
 
 def test_without_opentelemetry_nothing_changes():

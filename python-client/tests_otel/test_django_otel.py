@@ -16,21 +16,11 @@ import pytest
 pytest.importorskip("opentelemetry.sdk")
 pytest.importorskip("django")
 from django.conf import settings  # noqa: E402
-from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 
 import payment_scenario  # noqa: E402
-from pg_idempotency import otel  # noqa: E402
 
 DB = "pg_idempotency_django_otel"
-exporter = InMemorySpanExporter()
-tracer_provider = TracerProvider()
-tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-reader = InMemoryMetricReader()
-meter_provider = MeterProvider(metric_readers=[reader])
+telemetry = payment_scenario.InMemoryTelemetry()
 
 
 def pay(request):
@@ -65,7 +55,7 @@ def base():
                                "HOST": os.environ.get("PGHOST", ""), "PORT": os.environ.get("PGPORT", ""),
                                "USER": os.environ.get("PGUSER", "postgres")}},
         PG_IDEMPOTENCY_ROUTES={("POST", "/pay"): Options(scope=lambda r: "otel")},
-        PG_IDEMPOTENCY_TELEMETRY=otel.Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider),
+        PG_IDEMPOTENCY_TELEMETRY=telemetry.telemetry,
     )
     import django
     from django.core.wsgi import get_wsgi_application
@@ -83,7 +73,7 @@ def base():
 
 
 def test_claimed_replay_in_progress_mismatch_link_and_metrics(base):
-    payment_scenario.run(base, DB, exporter, reader)
+    payment_scenario.run(base, DB, telemetry.exporter, telemetry.reader)
 
 
 def test_telemetry_off_by_setting(base):
