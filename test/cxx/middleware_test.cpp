@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "idempotency/httplib.hpp"
+#include "db_fixture.hpp"
 #include "test_env.hpp"
 
 using namespace std::chrono_literals;
@@ -27,53 +28,11 @@ using namespace test_env;
 
 namespace {
 
+using db_fixture::sql;
+using db_fixture::unique;
 
-// Runs one statement on a connection of its own; returns the first value.
-std::string sql(const std::string& query, const std::vector<std::string>& params = {},
-                const std::string& ci = conninfo()) {
-  PGconn* c = PQconnectdb(ci.c_str());
-  std::vector<const char*> v;
-  for (const auto& p : params) v.push_back(p.c_str());
-  PGresult* r = PQexecParams(c, query.c_str(), static_cast<int>(v.size()), nullptr, v.data(), nullptr, nullptr, 0);
-  std::string out;
-  const bool ok = PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK;
-  std::string error = ok ? "" : query + ": " + PQresultErrorMessage(r);
-  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)) out = PQgetvalue(r, 0, 0);
-  PQclear(r);
-  PQfinish(c);
-  if (!ok) throw std::runtime_error(error);
-  return out;
-}
-
-class Env : public ::testing::Environment {
- public:
-  void SetUp() override {
-    const std::string db = conninfo().substr(7);
-    if (sql("SELECT 1 FROM pg_database WHERE datname = $1", {db}, "dbname=postgres").empty()) {
-      try {
-        sql("CREATE DATABASE " + db, {}, "dbname=postgres");
-      } catch (const std::exception&) {  // a parallel test binary won
-      }
-    }
-    for (int i = 0; i < 5; ++i) {  // concurrent CREATE ... IF NOT EXISTS may still collide
-      try {
-        sql("CREATE EXTENSION IF NOT EXISTS pg_idempotency");
-        sql("CREATE TABLE IF NOT EXISTS mw_work (scope text NOT NULL, key text NOT NULL, note text NOT NULL)");
-        break;
-      } catch (const std::exception&) {
-        std::this_thread::sleep_for(100ms);
-      }
-    }
-  }
-};
-[[maybe_unused]] auto* const g_env = ::testing::AddGlobalTestEnvironment(new Env);
-
-// A key (and tenant) no other test or run uses.
-std::string unique(const std::string& what) {
-  static std::atomic<int> n{0};
-  return what + ":" + ::testing::UnitTest::GetInstance()->current_test_info()->name() + ":" + std::to_string(getpid()) +
-         ":" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()) + ":" + std::to_string(n++);
-}
+[[maybe_unused]] auto* const g_env = ::testing::AddGlobalTestEnvironment(
+    new db_fixture::Env("CREATE TABLE IF NOT EXISTS mw_work (scope text NOT NULL, key text NOT NULL, note text NOT NULL)"));
 
 int rows(const std::string& key) { return std::stoi(sql("SELECT count(*) FROM mw_work WHERE key = $1", {key})); }
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "idempotency/httplib.hpp"
+#include "db_fixture.hpp"
 #include "test_env.hpp"
 
 namespace observe_fixture {
@@ -24,52 +25,14 @@ namespace observe_fixture {
 using namespace std::chrono_literals;
 namespace http = idempotency::http;
 
-// Runs one statement on a connection of its own; returns the first value.
-inline std::string sql(const std::string& query, const std::vector<std::string>& params = {},
-                       const std::string& ci = test_env::conninfo()) {
-  PGconn* c = PQconnectdb(ci.c_str());
-  std::vector<const char*> v;
-  for (const auto& p : params) v.push_back(p.c_str());
-  PGresult* r = PQexecParams(c, query.c_str(), static_cast<int>(v.size()), nullptr, v.data(), nullptr, nullptr, 0);
-  std::string out;
-  const bool ok = PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK;
-  std::string error = ok ? "" : query + ": " + PQresultErrorMessage(r);
-  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)) out = PQgetvalue(r, 0, 0);
-  PQclear(r);
-  PQfinish(c);
-  if (!ok) throw std::runtime_error(error);
-  return out;
-}
+using db_fixture::sql;
+using db_fixture::unique;
 
 // The test database with the extension and the payments table.
-class Env : public ::testing::Environment {
+class Env : public db_fixture::Env {
  public:
-  void SetUp() override {
-    const std::string db = test_env::conninfo().substr(7);
-    if (sql("SELECT 1 FROM pg_database WHERE datname = $1", {db}, "dbname=postgres").empty()) {
-      try {
-        sql("CREATE DATABASE " + db, {}, "dbname=postgres");
-      } catch (const std::exception&) {  // a parallel test binary won
-      }
-    }
-    for (int i = 0; i < 5; ++i) {  // concurrent CREATE ... IF NOT EXISTS may still collide
-      try {
-        sql("CREATE EXTENSION IF NOT EXISTS pg_idempotency");
-        sql("CREATE TABLE IF NOT EXISTS observed_payments (key text NOT NULL, amount text NOT NULL)");
-        break;
-      } catch (const std::exception&) {
-        std::this_thread::sleep_for(100ms);
-      }
-    }
-  }
+  Env() : db_fixture::Env("CREATE TABLE IF NOT EXISTS observed_payments (key text NOT NULL, amount text NOT NULL)") {}
 };
-
-// A key no other test or run uses.
-inline std::string unique(const std::string& what) {
-  static std::atomic<int> n{0};
-  return what + ":" + ::testing::UnitTest::GetInstance()->current_test_info()->name() + ":" + std::to_string(getpid()) +
-         ":" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()) + ":" + std::to_string(n++);
-}
 
 inline int payments(const std::string& key) {
   return std::stoi(sql("SELECT count(*) FROM observed_payments WHERE key = $1", {key}));
