@@ -1,6 +1,9 @@
 #include "keys/keys.hpp"
 
+#include <optional>
+
 #include "keys/direct_read.hpp"
+#include "keys/direct_sweep.hpp"
 #include "keys/direct_write.hpp"
 #include "keys/keys_table.hpp"
 #include "pg/boundary.hpp"
@@ -86,8 +89,16 @@ Datum LookupLive(const args::KeyRef& key, TimestampTz now, MemoryContext into, L
 }
 
 uint64 SweepExpired(TimestampTz now, int64 limit, Link& spi) {
+  TimestampTz from = DT_NOBEGIN;
+  if (const std::optional<uint64> deleted = direct_sweep::DeleteExpired(now, limit, &from)) return *deleted;
   spi.Need();
   return store::SweepExpired(now, limit);
+}
+
+uint64 SweepExpiredFrom(TimestampTz now, int64 limit, TimestampTz* from, Link& spi) {
+  if (const std::optional<uint64> deleted = direct_sweep::DeleteExpired(now, limit, from)) return *deleted;
+  spi.Need();
+  return store::SweepExpiredFrom(now, limit, from);
 }
 
 }  // namespace pgi::keys

@@ -75,4 +75,8 @@ Datum LookupLive(const args::KeyRef& key, TimestampTz now, MemoryContext into, L
 // store::SweepExpired) and returns how many.
 uint64 SweepExpired(TimestampTz now, int64 limit, Link& spi);
 
+// The background sweeper's batch: as store::SweepExpiredFrom (this node's
+// rows, from expiry *from on).
+uint64 SweepExpiredFrom(TimestampTz now, int64 limit, TimestampTz* from, Link& spi);
+
 }  // namespace pgi::keys

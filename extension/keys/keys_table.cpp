@@ -159,10 +159,11 @@ bool Open(Access access, Opened* opened) {
     Fill(rel);
   }
   const Form_pg_class form = rel->rd_rel;
-  // An UPDATE reads the columns of its WHERE clause: SELECT as well.
+  // An UPDATE or DELETE reads the columns of its WHERE clause: SELECT as well.
   const AclMode needed = access == Access::Read     ? ACL_SELECT
                          : access == Access::Insert ? ACL_INSERT
-                                                    : ACL_UPDATE | ACL_SELECT;
+                         : access == Access::Update ? ACL_UPDATE | ACL_SELECT
+                                                    : ACL_DELETE | ACL_SELECT;
   const TupleConstr* constraints = RelationGetDescr(rel)->constr;
   const bool writable = access == Access::Read ||
                         (cache.only_ours && rel->trigdesc == nullptr &&

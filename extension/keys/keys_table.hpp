@@ -15,8 +15,9 @@
 //   - row-level security does not apply to the caller (otherwise the
 //     statement applies the policies, or raises as row_security = off does);
 //   - to write: no triggers, no generated columns, no column the extension
-//     does not know (a default to fill in), and, to update, READ COMMITTED
-//     (the statement's re-check of a concurrently updated row is left to SPI).
+//     does not know (a default to fill in), and, to update or delete, READ
+//     COMMITTED (the statement's re-check of a concurrently updated row, and
+//     a serializable transaction's conflict tracking, are left to SPI).
 // Anything else answers "not here" and the caller takes the SPI path.
 //
 // The table's OID, column numbers and state labels are cached per backend and
@@ -52,7 +53,7 @@ enum Column : int {
   kColumns
 };
 
-enum class Access { Read, Insert, Update };
+enum class Access { Read, Insert, Update, Delete };
 
 struct Opened {
   Relation rel;

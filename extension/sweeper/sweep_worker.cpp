@@ -1,7 +1,7 @@
 // A sweeper worker: one turn in one database, handed to it by the launcher
 // (see sweeper.cpp). It deletes expired keys in transactions of at most
-// sweep_batch_size rows through store::SweepExpiredFrom (SKIP LOCKED: it never
-// waits for a claim, and a claim never waits for more than one batch of it;
+// sweep_batch_size rows through keys::SweepExpiredFrom (rows being written are
+// skipped: it never waits for a claim, and a claim never waits for more than one batch of it;
 // each batch starts in the expires_at index where the last one ended, not
 // over the dead entries of the rows deleted before it) until a batch comes
 // back short, yielding to the claims beside it (short
@@ -23,13 +23,13 @@
 #include <exception>
 #include <optional>
 
-#include "keys/store.hpp"
 #include "pg/boundary.hpp"
 #include "pg/settings.hpp"
 #include "pg/stats.hpp"
 #include "sweeper/sweep_pacing.hpp"
 #include "sweeper/sweep_schedule.hpp"
 #include "sweeper/sweeper_shared.hpp"
+#include "keys/keys.hpp"  // last of ours: it brings PostgreSQL's headers
 #include "pg/pg_headers.hpp"
 
 extern "C" {
@@ -127,9 +127,9 @@ int64 SweepTransaction(int64 limit, TimestampTz* from) {
   });
   uint64 deleted = 0;
   if (present && limit > 0) {
-    store::Connect();
-    deleted = store::SweepExpiredFrom(GetCurrentTransactionStartTimestamp(), limit, from);
-    store::Disconnect();
+    keys::Link spi;
+    deleted = keys::SweepExpiredFrom(GetCurrentTransactionStartTimestamp(), limit, from, spi);
+    spi.Done();
   }
   PgCall([] {
     PopActiveSnapshot();
