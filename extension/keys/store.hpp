@@ -134,8 +134,9 @@ enum class SweepWhere {
 // returns how many. On a plain table, and per shard on a Citus node, rows
 // locked by others are skipped, so the sweep never waits for a claim. Through
 // Citus (Everywhere on a distributed table) the batch is chosen by primary key
-// and deleted in one distributed statement. The one place the sweep lives;
-// its text comes from sweep_sql.
+// and deleted in one distributed statement. The sweep's SQL form, its text
+// from sweep_sql; keys::SweepExpired takes direct_sweep's delete instead
+// where that is safe.
 uint64 SweepExpired(TimestampTz now, int64 limit, SweepWhere where = SweepWhere::Everywhere);
 
 // As SweepExpired(now, limit, ThisNode), for a caller sweeping batch after
