@@ -380,7 +380,8 @@ long Tick() {
   // Also when the pool is full: a database falling due raises `waiting`,
   // which tells a worker past its turn's budget to make room. A worker that
   // ends sets our latch (bgw_notify_pid).
-  TimestampTz wake_at = Min(Min(next_refresh, next_reprobe), sched::NextDue(dbs, db_count, now, interval));
+  const TimestampTz next_due = sched::NextDue(dbs, db_count, now, interval);  // once, not inside Min()
+  TimestampTz wake_at = Min(Min(next_refresh, next_reprobe), next_due);
   if (waiting > 0 && pool_size < Min(settings::MaxSweepers(), kMaxPool)) wake_at = Min(wake_at, no_slot_until);
   const int64 sleep_us = wake_at - now;
   return static_cast<long>(Max(Min(sleep_us, kMaxRefreshUs), 10 * 1000) / 1000);

@@ -19,6 +19,7 @@
 // cross. FATAL (SIGTERM, postmaster death) exits the process directly.
 #include <time.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <optional>
@@ -209,7 +210,7 @@ PassResult SweepPass(TimestampTz start) noexcept {
       if (last) break;
       const TimestampTz now = GetCurrentTimestamp();
       last_deleted = deleted;
-      last_elapsed = Max(CpuMicros() - batch_cpu, 1);
+      last_elapsed = std::max<int64>(CpuMicros() - batch_cpu, 1);
       worked += last_elapsed;
       const int64 budget = schedule::TurnBudget(static_cast<int64>(settings::SweepIntervalMs()) * 1000);
       if (now - start >= budget && OthersWaiting()) {
@@ -223,7 +224,10 @@ PassResult SweepPass(TimestampTz start) noexcept {
       int64 owed = pacing::PauseOwed(worked, slept, throttle);
       if (throttle > 0) {
         const std::optional<double> claims = claim_rate.Update(now, stats::Read(stats::Counter::Claims));
-        owed = Max(owed, pacer.PauseAfter(now, deleted, pacing::TargetRate(claims)));
+        // Called once: it advances the pacer's schedule (PostgreSQL's Max()
+        // macro would evaluate it twice and double every pause).
+        const int64 paced = pacer.PauseAfter(now, deleted, pacing::TargetRate(claims));
+        owed = std::max(owed, paced);
       }
       const int64 paused = Pause(owed);
       slept += paused;
