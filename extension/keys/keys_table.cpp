@@ -165,8 +165,11 @@ bool Open(Access access, Opened* opened) {
                          : access == Access::Update ? ACL_UPDATE | ACL_SELECT
                                                     : ACL_DELETE | ACL_SELECT;
   const TupleConstr* constraints = RelationGetDescr(rel)->constr;
+  // A read-only transaction (BEGIN READ ONLY, default_transaction_read_only)
+  // or parallel mode: the statement refuses the write with its own error
+  // (25006 ...); table_tuple_insert and friends do not check.
   const bool writable = access == Access::Read ||
-                        (cache.only_ours && rel->trigdesc == nullptr &&
+                        (!XactReadOnly && !IsInParallelMode() && cache.only_ours && rel->trigdesc == nullptr &&
                          (constraints == nullptr || !constraints->has_generated_stored) &&
                          (access == Access::Insert || !IsolationUsesXactSnapshot()));
   const bool safe = cache.usable && writable && form->relkind == RELKIND_RELATION &&

@@ -14,7 +14,9 @@
 //     statement raises 42501 as before, or honours column privileges);
 //   - row-level security does not apply to the caller (otherwise the
 //     statement applies the policies, or raises as row_security = off does);
-//   - to write: no triggers, no generated columns, no column the extension
+//   - to write: a transaction that may write (not READ ONLY, not in parallel
+//     mode: the statement raises 25006 there), no triggers, no generated
+//     columns, no column the extension
 //     does not know (a default to fill in), and, to update or delete, READ
 //     COMMITTED (the statement's re-check of a concurrently updated row, and
 //     a serializable transaction's conflict tracking, are left to SPI).

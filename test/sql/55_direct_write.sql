@@ -102,6 +102,27 @@ SELECT idempotency.finish('pgi55', 'open', :open_token + 1, 200);
 SELECT idempotency.finish('pgi55', 'open', :open_token, 200);
 SELECT state, response_status FROM idempotency.keys WHERE scope = 'pgi55' AND key = 'open';
 
+-- A read-only transaction: the writes are refused as the statements refuse
+-- them (25006), nothing stored; table_tuple_insert and table_tuple_update do
+-- not check, so the direct path must not be taken there.
+SELECT outcome FROM idempotency.claim('pgi55', 'ro_open') \gset
+SELECT token AS ro_token FROM idempotency.lookup('pgi55', 'ro_open') \gset
+\set VERBOSITY terse
+BEGIN READ ONLY;
+SELECT outcome FROM idempotency.claim('pgi55', 'ro_new');
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT idempotency.once('pgi55', 'ro_once');
+ROLLBACK;
+BEGIN READ ONLY;
+SELECT idempotency.finish('pgi55', 'ro_open', :ro_token, 200);
+ROLLBACK;
+SET default_transaction_read_only = on;
+SELECT outcome FROM idempotency.claim('pgi55', 'ro_new');
+RESET default_transaction_read_only;
+\set VERBOSITY default
+SELECT key, state, response_status FROM idempotency.keys WHERE scope = 'pgi55' AND key LIKE 'ro\_%' ORDER BY key;
+
 SELECT pgi55_indexes_ok();
 DROP INDEX idempotency.pgi55_stuck, idempotency.pgi55_lower;
 DELETE FROM idempotency.keys WHERE scope = 'pgi55';

@@ -101,6 +101,17 @@ ROLLBACK TO published;
 SELECT pgi56_left() AS left_after_refusal;
 ROLLBACK;
 
+-- A read-only transaction: refused as the statement refuses it (25006),
+-- nothing deleted (table_tuple_delete does not check).
+BEGIN;
+SELECT pgi56_rows();
+SAVEPOINT before_read_only;
+SET TRANSACTION READ ONLY;
+SELECT idempotency.sweep();
+ROLLBACK TO before_read_only;
+SELECT pgi56_left() AS left_after_read_only;
+ROLLBACK;
+
 -- Without DELETE on the table, sweep() is refused as the statement refuses it.
 CREATE ROLE pgi56_reader;
 GRANT USAGE ON SCHEMA idempotency TO pgi56_reader;
