@@ -16,10 +16,10 @@
 //     statement applies the policies, or raises as row_security = off does);
 //   - to write: a transaction that may write (not READ ONLY, not in parallel
 //     mode: the statement raises 25006 there), no triggers, no generated
-//     columns, no column the extension
-//     does not know (a default to fill in), and, to update or delete, READ
-//     COMMITTED (the statement's re-check of a concurrently updated row, and
-//     a serializable transaction's conflict tracking, are left to SPI).
+//     columns, no column the extension does not know (a default to fill in),
+//     and, to update or delete, READ COMMITTED (the statement's re-check of a
+//     concurrently updated row, and a serializable transaction's conflict
+//     tracking, are left to SPI).
 // Anything else answers "not here" and the caller takes the SPI path.
 //
 // The table's OID, column numbers and state labels are cached per backend and

@@ -1,16 +1,16 @@
 // A sweeper worker: one turn in one database, handed to it by the launcher
 // (see sweeper.cpp). It deletes expired keys in transactions of at most
-// sweep_batch_size rows through keys::SweepExpiredFrom (rows being written are
-// skipped: it never waits for a claim, and a claim never waits for more than one batch of it;
-// each batch starts in the expires_at index where the last one ended, not
-// over the dead entries of the rows deleted before it) until a batch comes
-// back short, yielding to the claims beside it (short
+// sweep_batch_size rows through keys::SweepExpiredFrom (rows being written
+// are skipped: it never waits for a claim, and a claim never waits for more
+// than one batch of it; each batch starts in the expires_at index where the
+// last one ended, not over the dead entries of the rows deleted before it)
+// until a batch comes back short, yielding to the claims beside it (short
 // batches, each followed by a pause in proportion to its time,
 // idempotency.sweep_throttle, and long enough to keep to a deletion rate
-// derived from the claim rate; see sweep_pacing.hpp). A turn that has used its budget
-// (sweep_interval / 2) while another database waits for a worker stops early
-// and tells the launcher that keys are left, so the database gets another
-// turn soon. Then the worker reports in shared memory and exits.
+// derived from the claim rate; see sweep_pacing.hpp). A turn that has used
+// its budget (sweep_interval / 2) while another database waits for a worker
+// stops early and tells the launcher that keys are left, so the database gets
+// another turn soon. Then the worker reports in shared memory and exits.
 //
 // Errors: every PostgreSQL call that may raise an ERROR runs inside PgCall,
 // which turns it into a C++ exception; the sweep pass catches it, aborts the
